@@ -1,0 +1,3 @@
+from tsapi.cli import cli
+
+cli()

@@ -1,0 +1,77 @@
+"""The ``tsapi`` command. It only parses options and delegates; ``serve`` is the default."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click_default_group import DefaultGroup
+
+from tsapi import server
+from tsapi.logs import configure_logging
+from tsapi.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def database_options(command: F) -> F:
+    """Options every command that touches the database takes."""
+    for option in reversed(
+        [
+            click.option(
+                "--config",
+                "config_file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="TOML settings file (default: ./tsapi.toml if present).",
+            ),
+            click.option("--database-url", help="PostgreSQL URL; unset: embedded PostgreSQL."),
+            click.option(
+                "--data-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Embedded PostgreSQL's data directory (default ./tsapi-data).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _settings(**flags: Any) -> Settings:
+    try:
+        settings = load_settings(**flags)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    configure_logging(settings)
+    return settings
+
+
+@click.group(cls=DefaultGroup, default="serve", default_if_no_args=True)
+@click.version_option(package_name="tsapi")
+def _cli() -> None:
+    """tsapi: an HTTP API for time-series sensor readings, stored in PostgreSQL."""
+
+
+cli: click.Group = _cli  # DefaultGroup has no type hints
+
+
+@cli.command()
+@database_options
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8000).")
+def serve(**flags: Any) -> None:
+    """Serve the HTTP API (the default command)."""
+    server.serve(_settings(**flags))
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Manage the database schema."""
+
+
+@db_group.command()
+@database_options
+def upgrade(**flags: Any) -> None:
+    """Apply the schema migrations the database lacks."""
+    applied = server.upgrade(_settings(**flags))
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none: already up to date"
+    click.echo(f"applied migrations: {names}")

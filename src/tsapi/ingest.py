@@ -1,0 +1,219 @@
+"""Turning a request body into validated readings, or into errors that name each bad row.
+
+A typed msgspec decoder takes the common, well-formed body at C speed. Anything it does not take
+goes to a thorough second pass that finds every problem (not just the first) and is the
+authority on what is valid.
+"""
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+
+from tsapi.errors import ApiError
+
+MAX_REPORTED_ERRORS = 100
+# PostgreSQL numeric: up to 131072 digits before the decimal point and 16383 after.
+_MAX_ADJUSTED_EXPONENT = 131071
+_MIN_EXPONENT = -16383
+
+SHAPE_HINT = "the body must be a JSON array of readings, or a single reading object"
+
+Timed = tuple[datetime, uuid.UUID, bytes | None, Decimal]
+Untimed = tuple[uuid.UUID, bytes | None, Decimal]
+
+
+class _Reading(msgspec.Struct):
+    sensor: uuid.UUID
+    value: Decimal
+    ts: datetime | None = None
+    metadata: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_fast_decoder = msgspec.json.Decoder(list[_Reading] | _Reading)
+_any_decoder = msgspec.json.Decoder(float_hook=Decimal)
+_encoder = msgspec.json.Encoder(decimal_format="number")
+_BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
+
+
+@dataclass
+class Batch:
+    """Valid readings, split by whether they carry a timestamp (if not: the database's now())."""
+
+    timed: list[Timed] = field(default_factory=list)
+    untimed: list[Untimed] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.timed) + len(self.untimed)
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    field: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "field": self.field, "reason": self.reason}
+
+
+def parse_json(body: bytes, max_rows: int) -> Batch:
+    """Readings from a JSON body, or an ApiError: 400 bad JSON, 413 too many rows, 422 bad rows."""
+    try:
+        decoded = _fast_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _parse_thoroughly(body, max_rows)
+    readings = decoded if isinstance(decoded, list) else [decoded]
+    _check_row_count(len(readings), max_rows)
+    batch = Batch()
+    for reading in readings:
+        value, metadata = reading.value, bytes(reading.metadata)
+        if not _is_storable(value) or metadata[:1] not in (b"{", b"n"):
+            return _parse_thoroughly(body, max_rows)
+        stored_metadata = None if metadata == b"null" else metadata
+        ts = reading.ts
+        if ts is None:
+            batch.untimed.append((reading.sensor, stored_metadata, value))
+        else:
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            batch.timed.append((ts, reading.sensor, stored_metadata, value))
+    return batch
+
+
+def _parse_thoroughly(body: bytes, max_rows: int) -> Batch:
+    try:
+        decoded = _any_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        position = _describe_position(body, str(exc))
+        raise ApiError(400, f"invalid JSON: {position}; {SHAPE_HINT}") from None
+    if isinstance(decoded, dict):
+        decoded = [decoded]
+    if not isinstance(decoded, list):
+        raise ApiError(400, f"{SHAPE_HINT}, not a JSON {_json_type(decoded)}")
+    _check_row_count(len(decoded), max_rows)
+    batch = Batch()
+    errors: list[RowError] = []
+    for index, row in enumerate(decoded):
+        _parse_row(index, row, batch, errors)
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+    if errors:
+        raise ApiError(
+            422,
+            f"{len(errors)}{'+' if len(errors) >= MAX_REPORTED_ERRORS else ''} invalid "
+            f"reading(s); nothing was written",
+            errors=[error.as_dict() for error in errors],
+        )
+    return batch
+
+
+def _parse_row(index: int, row: object, batch: Batch, errors: list[RowError]) -> None:
+    if not isinstance(row, dict):
+        errors.append(RowError(index, None, f"must be a JSON object, not a {_json_type(row)}"))
+        return
+    found = len(errors)
+    sensor = _parse_sensor(row.get("sensor"), index, errors)
+    value = _parse_value(row.get("value"), index, errors)
+    ts = _parse_ts(row.get("ts"), index, errors)
+    metadata = row.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        errors.append(
+            RowError(
+                index, "metadata", f"must be a JSON object or null, not {_json_type(metadata)}"
+            )
+        )
+    if len(errors) > found or sensor is None or value is None:
+        return
+    stored_metadata = None if metadata is None else _encoder.encode(metadata)
+    if ts is None:
+        batch.untimed.append((sensor, stored_metadata, value))
+    else:
+        batch.timed.append((ts, sensor, stored_metadata, value))
+
+
+def _parse_sensor(raw: object, index: int, errors: list[RowError]) -> uuid.UUID | None:
+    if raw is None:
+        errors.append(RowError(index, "sensor", "is required"))
+    elif not isinstance(raw, str):
+        errors.append(RowError(index, "sensor", f"must be a UUID string, not {_json_type(raw)}"))
+    else:
+        try:
+            return uuid.UUID(raw)
+        except ValueError:
+            errors.append(RowError(index, "sensor", f"{_clip(raw)} is not a UUID"))
+    return None
+
+
+def _parse_value(raw: object, index: int, errors: list[RowError]) -> Decimal | None:
+    if raw is None:
+        errors.append(RowError(index, "value", "is required"))
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | Decimal | str):
+        errors.append(RowError(index, "value", f"must be a number, not {_json_type(raw)}"))
+        return None
+    try:
+        value = Decimal(raw.strip() if isinstance(raw, str) else raw)
+    except InvalidOperation:
+        errors.append(RowError(index, "value", f"{_clip(str(raw))} is not a number"))
+        return None
+    if not _is_storable(value):
+        errors.append(
+            RowError(
+                index,
+                "value",
+                f"{_clip(str(raw))} is not a finite number within PostgreSQL's numeric range",
+            )
+        )
+        return None
+    return value
+
+
+def _parse_ts(raw: object, index: int, errors: list[RowError]) -> datetime | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        errors.append(RowError(index, "ts", f"must be an RFC 3339 string, not {_json_type(raw)}"))
+        return None
+    try:
+        ts = datetime.fromisoformat(raw)
+    except ValueError:
+        errors.append(RowError(index, "ts", f"{_clip(raw)} is not an RFC 3339 timestamp"))
+        return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _is_storable(value: Decimal) -> bool:
+    if not value.is_finite():
+        return False
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return value.adjusted() <= _MAX_ADJUSTED_EXPONENT and exponent >= _MIN_EXPONENT
+
+
+def _check_row_count(count: int, max_rows: int) -> None:
+    if count > max_rows:
+        raise ApiError(413, f"{count} readings in one request; the limit is {max_rows}")
+
+
+def _describe_position(body: bytes, message: str) -> str:
+    match = _BYTE_OFFSET.search(message)
+    if match is None:
+        return message
+    offset = int(match.group(1))
+    line = body.count(b"\n", 0, offset) + 1
+    column = offset - (body.rfind(b"\n", 0, offset) + 1) + 1
+    return f"{message.removeprefix('JSON is malformed: ')} at line {line}, column {column}"
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")

@@ -1,0 +1,14 @@
+"""What a running tsapi process holds: settings, its connection pool and its storage."""
+
+from dataclasses import dataclass
+
+from tsapi.db import Pool
+from tsapi.settings import Settings
+from tsapi.storage import Storage
+
+
+@dataclass
+class State:
+    settings: Settings
+    pool: Pool
+    storage: Storage

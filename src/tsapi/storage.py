@@ -1,0 +1,153 @@
+"""Where readings live: a TimescaleDB hypertable, a natively partitioned table, or an adopted plain
+table; and writing a batch into it in one transaction."""
+
+import bisect
+import enum
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from tsapi.db import Connection
+from tsapi.ingest import Batch
+
+log = structlog.get_logger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIMED_COLUMNS = ("ts", "sensor", "metadata", "value")
+_UNTIMED_COLUMNS = ("sensor", "metadata", "value")  # ts takes its default, the database's now()
+
+
+class Layout(enum.Enum):
+    HYPERTABLE = "hypertable"
+    PARTITIONED = "partitioned"
+    PLAIN = "plain"
+
+
+async def detect_layout(conn: Connection) -> Layout:
+    partitioned = await conn.fetchval(
+        "SELECT EXISTS (SELECT FROM pg_partitioned_table WHERE partrelid = 'readings'::regclass)"
+    )
+    if partitioned:
+        return Layout.PARTITIONED
+    hypertable = await conn.fetchval(
+        """SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL"""
+    )
+    if hypertable and await conn.fetchval(
+        """SELECT EXISTS (SELECT FROM timescaledb_information.hypertables
+                          WHERE hypertable_name = 'readings')"""
+    ):
+        return Layout.HYPERTABLE
+    return Layout.PLAIN
+
+
+class Partitions:
+    """This process's view of which time ranges have a partition, kept to skip asking the database
+    on every write. Missing ones are created before rows are written to them."""
+
+    def __init__(self, width: timedelta) -> None:
+        self.width = width
+        self._lowers: list[datetime] = []
+        self._uppers: list[datetime] = []
+
+    async def refresh(self, conn: Connection) -> None:
+        rows = await conn.fetch("SELECT lower, upper FROM tsapi_partitions ORDER BY lower")
+        self._lowers = [row["lower"] for row in rows]
+        self._uppers = [row["upper"] for row in rows]
+
+    def covers(self, ts: datetime) -> bool:
+        index = bisect.bisect_right(self._lowers, ts) - 1
+        return index >= 0 and ts < self._uppers[index]
+
+    def period_start(self, ts: datetime) -> datetime:
+        return _EPOCH + (ts - _EPOCH) // self.width * self.width
+
+    async def ensure(self, conn: Connection, stamps: Iterable[datetime]) -> None:
+        missing = [ts for ts in stamps if not self.covers(ts)]
+        if not missing:
+            return
+        # One stamp per period usually suffices; the full list only where older partitions of
+        # another width leave gaps inside a period.
+        periods: dict[datetime, list[datetime]] = {}
+        for ts in missing:
+            periods.setdefault(self.period_start(ts), []).append(ts)
+        representatives = [min(group) for group in periods.values()]
+        for attempt in (representatives, missing):
+            created = await conn.fetchval(
+                "SELECT tsapi_ensure_partitions($1::timestamptz[], $2::interval)",
+                attempt,
+                self.width,
+            )
+            await self.refresh(conn)
+            if created:
+                log.info("created partitions", count=created)
+            missing = [ts for ts in missing if not self.covers(ts)]
+            if not missing:
+                return
+
+    async def ensure_batch(self, conn: Connection, batch: Batch, now: datetime) -> None:
+        stamps = [row[0] for row in batch.timed]
+        if batch.untimed:
+            stamps.append(now)
+        if not stamps:
+            return
+        earliest, latest = min(stamps), max(stamps)
+        index = bisect.bisect_right(self._lowers, earliest) - 1
+        if index >= 0 and latest < self._uppers[index]:
+            return  # the common case: the whole batch falls in one known partition
+        await self.ensure(conn, stamps)
+
+
+class Storage:
+    """Writes batches into readings, creating partitions first where the table needs them."""
+
+    def __init__(self, layout: Layout, partitions: Partitions) -> None:
+        self.layout = layout
+        self.partitions = partitions
+
+    @classmethod
+    async def open(cls, conn: Connection, partition_interval: timedelta) -> "Storage":
+        layout = await detect_layout(conn)
+        partitions = Partitions(partition_interval)
+        if layout is Layout.PARTITIONED:
+            await partitions.refresh(conn)
+            await partitions.ensure(conn, _upcoming(partition_interval))
+        log.info("storage ready", layout=layout.value)
+        return cls(layout, partitions)
+
+    async def maintain(self, conn: Connection) -> None:
+        """Create the current and next periods' partitions ahead of their first rows."""
+        if self.layout is Layout.PARTITIONED:
+            await self.partitions.refresh(conn)
+            await self.partitions.ensure(conn, _upcoming(self.partitions.width))
+
+    async def write(self, conn: Connection, batch: Batch) -> int:
+        """Insert every reading of the batch, or none; return how many were inserted."""
+        if not len(batch):
+            return 0
+        if self.layout is Layout.PARTITIONED:
+            # The database's clock decides the untimed rows' ts; the local one is close enough to
+            # pick their partition, with the next period's made ahead of time for clock skew.
+            await self.partitions.ensure_batch(conn, batch, datetime.now(UTC))
+        if batch.timed and batch.untimed:
+            async with conn.transaction():
+                await self._copy(conn, batch)
+        else:
+            await self._copy(conn, batch)  # one COPY is atomic by itself
+        return len(batch)
+
+    @staticmethod
+    async def _copy(conn: Connection, batch: Batch) -> None:
+        if batch.timed:
+            await conn.copy_records_to_table(
+                "readings", records=batch.timed, columns=_TIMED_COLUMNS
+            )
+        if batch.untimed:
+            await conn.copy_records_to_table(
+                "readings", records=batch.untimed, columns=_UNTIMED_COLUMNS
+            )
+
+
+def _upcoming(width: timedelta) -> list[datetime]:
+    now = datetime.now(UTC)
+    return [now - width, now, now + width]

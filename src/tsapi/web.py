@@ -1,0 +1,76 @@
+"""The small pieces every route shares: reading a bounded body, JSON answers, error answers."""
+
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tsapi.errors import ApiError
+
+log = structlog.get_logger(__name__)
+
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+# Errors meaning the database cannot be reached right now, as opposed to a bug in a query.
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(_encoder.encode(content), status, headers, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return json_response(exc.body(), exc.status, exc.headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
+
+
+async def unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable", error=type(exc).__name__, path=request.url.path)
+    return json_response(
+        {"error": "the database is unavailable; retry shortly"}, 503, {"Retry-After": "1"}
+    )
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error", path=request.url.path, method=request.method)
+    return json_response({"error": "internal error; it has been logged"}, 500)
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: api_error,
+    HTTPException: http_error,
+    **dict.fromkeys(UNAVAILABLE, unavailable),
+    Exception: unexpected,
+}
