@@ -21,6 +21,11 @@ MAX_REPORTED_ERRORS = 100
 _MAX_ADJUSTED_EXPONENT = 131071
 _MIN_EXPONENT = -16383
 
+# asyncpg sends these two instants as -infinity and infinity, so they cannot be stored as given.
+_FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
+TS_RANGE_REASON = "must be after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z"
+
 SHAPE_HINT = "the body must be a JSON array of readings, or a single reading object"
 
 Timed = tuple[datetime, uuid.UUID, bytes | None, Decimal]
@@ -81,6 +86,8 @@ def parse_json(body: bytes, max_rows: int) -> Batch:
         else:
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=UTC)
+            if ts.year in (1, 9999) and not _FIRST_INSTANT < ts < _LAST_INSTANT:
+                return _parse_thoroughly(body, max_rows)
             batch.timed.append((ts, reading.sensor, stored_metadata, value))
     return batch
 
@@ -184,7 +191,15 @@ def _parse_ts(raw: object, index: int, errors: list[RowError]) -> datetime | Non
     except ValueError:
         errors.append(RowError(index, "ts", f"{_clip(raw)} is not an RFC 3339 timestamp"))
         return None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    try:
+        if _FIRST_INSTANT < ts < _LAST_INSTANT:
+            return ts
+    except OverflowError:  # an offset that pushes it past year 1 or 9999
+        pass
+    errors.append(RowError(index, "ts", f"{_clip(raw)} {TS_RANGE_REASON}"))
+    return None
 
 
 def _is_storable(value: Decimal) -> bool:
@@ -201,13 +216,19 @@ def _check_row_count(count: int, max_rows: int) -> None:
 
 
 def _describe_position(body: bytes, message: str) -> str:
+    if not body.strip():
+        return "the body is empty"
     match = _BYTE_OFFSET.search(message)
-    if match is None:
+    if match is not None:
+        offset = int(match.group(1))
+        message = _BYTE_OFFSET.sub("", message.removeprefix("JSON is malformed: ")).strip()
+    elif "truncated" in message:
+        offset, message = len(body), "the body ends before the JSON does"
+    else:
         return message
-    offset = int(match.group(1))
     line = body.count(b"\n", 0, offset) + 1
     column = offset - (body.rfind(b"\n", 0, offset) + 1) + 1
-    return f"{message.removeprefix('JSON is malformed: ')} at line {line}, column {column}"
+    return f"{message} at line {line}, column {column} (byte {offset})"
 
 
 def _json_type(value: object) -> str:

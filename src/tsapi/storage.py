@@ -14,6 +14,7 @@ from tsapi.ingest import Batch
 log = structlog.get_logger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_END = datetime.max.replace(tzinfo=UTC)
 _TIMED_COLUMNS = ("ts", "sensor", "metadata", "value")
 _UNTIMED_COLUMNS = ("sensor", "metadata", "value")  # ts takes its default, the database's now()
 
@@ -51,9 +52,15 @@ class Partitions:
         self._uppers: list[datetime] = []
 
     async def refresh(self, conn: Connection) -> None:
-        rows = await conn.fetch("SELECT lower, upper FROM tsapi_partitions ORDER BY lower")
+        # Past 9999, where the last possible partition ends, Python has no datetime: asyncpg
+        # reads 'infinity' as a naive datetime.max, which stands in for it here.
+        rows = await conn.fetch(
+            """SELECT lower, CASE WHEN upper >= '10000-01-01' THEN 'infinity' ELSE upper END
+                   AS upper
+               FROM tsapi_partitions ORDER BY lower"""
+        )
         self._lowers = [row["lower"] for row in rows]
-        self._uppers = [row["upper"] for row in rows]
+        self._uppers = [row["upper"] if row["upper"].tzinfo else _END for row in rows]
 
     def covers(self, ts: datetime) -> bool:
         index = bisect.bisect_right(self._lowers, ts) - 1

@@ -1,0 +1,158 @@
+"""Partitions appear as rows arrive: across period boundaries, for concurrent first writers, far
+from today, and around partitions made with another width. Rows never fail for want of one."""
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import sql
+from tsapi import db, migrate
+from tsapi.ingest import Batch
+from tsapi.settings import Settings
+from tsapi.storage import Layout, Storage
+
+SENSOR = uuid.UUID("6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5")
+
+
+@pytest.fixture
+def fresh_db(make_database: Any) -> Iterator[str]:
+    """An empty database on the embedded server, migrated."""
+    url: str = make_database("embedded")
+    asyncio.run(_upgrade(url))
+    yield url
+
+
+async def _upgrade(url: str, width: timedelta = timedelta(days=1)) -> None:
+    settings = Settings(database_url=url, partition_interval=width)
+    conn = await db.connect(settings)
+    try:
+        await migrate.upgrade(conn, settings)
+    finally:
+        await conn.close()
+
+
+def partitions(url: str) -> list[tuple[str, str]]:
+    rows = sql(
+        url,
+        "SELECT to_char(lower AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS lower,"
+        " to_char(upper AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS upper"
+        " FROM tsapi_partitions ORDER BY tsapi_partitions.lower",
+    )
+    return [(row["lower"], row["upper"]) for row in rows]
+
+
+def batch_at(*stamps: datetime) -> Batch:
+    return Batch(timed=[(ts, SENSOR, None, Decimal(1)) for ts in stamps])
+
+
+async def write(url: str, batch: Batch, width: timedelta = timedelta(days=1)) -> int:
+    """Write through a Storage of its own, as a separate tsapi process would."""
+    settings = Settings(database_url=url)
+    conn = await db.connect(settings)
+    try:
+        storage = await Storage.open(conn, width)
+        return await storage.write(conn, batch)
+    finally:
+        await conn.close()
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_plain_postgresql_gets_a_partitioned_table(fresh_db: str) -> None:
+    layout = sql(fresh_db, "SELECT count(*) FROM pg_partitioned_table")[0][0]
+    assert layout == 1
+
+
+def test_rows_spanning_period_boundaries_land_in_daily_partitions(fresh_db: str) -> None:
+    stamps = [at("2020-02-28T23:59:59.999999"), at("2020-02-29T00:00:00"), at("2020-03-01T12:00")]
+    assert asyncio.run(write(fresh_db, batch_at(*stamps))) == 3
+    made = [p for p in partitions(fresh_db) if p[0].startswith("2020")]
+    assert made == [
+        ("2020-02-28 00:00", "2020-02-29 00:00"),
+        ("2020-02-29 00:00", "2020-03-01 00:00"),
+        ("2020-03-01 00:00", "2020-03-02 00:00"),
+    ]
+    per_partition = sql(
+        fresh_db,
+        "SELECT tableoid::regclass::text AS part, count(*) FROM readings GROUP BY 1 ORDER BY 1",
+    )
+    assert [row["count"] for row in per_partition] == [1, 1, 1]
+
+
+def test_the_current_and_coming_periods_exist_before_their_first_row(fresh_db: str) -> None:
+    async def open_storage() -> Layout:
+        conn = await db.connect(Settings(database_url=fresh_db))
+        try:
+            return (await Storage.open(conn, timedelta(days=1))).layout
+        finally:
+            await conn.close()
+
+    assert asyncio.run(open_storage()) is Layout.PARTITIONED
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d 00:00")
+    assert tomorrow in [lower for lower, _ in partitions(fresh_db)]
+
+
+def test_concurrent_first_writers_to_a_new_period_all_succeed(fresh_db: str) -> None:
+    async def race() -> list[int]:
+        batches = [
+            batch_at(
+                *(at("2031-07-04T00:00") + timedelta(minutes=writer * 7 + n) for n in range(50))
+            )
+            for writer in range(12)
+        ]
+        return await asyncio.gather(*(write(fresh_db, batch) for batch in batches))
+
+    assert asyncio.run(race()) == [50] * 12
+    assert sql(fresh_db, "SELECT count(*) FROM readings")[0][0] == 600
+    assert [p for p in partitions(fresh_db) if p[0].startswith("2031")] == [
+        ("2031-07-04 00:00", "2031-07-05 00:00")
+    ]
+
+
+def test_one_batch_over_many_periods_creates_them_all(fresh_db: str) -> None:
+    stamps = [at("1990-01-01T06:00") + timedelta(days=day) for day in range(40)]
+    assert asyncio.run(write(fresh_db, batch_at(*stamps))) == 40
+    assert len([p for p in partitions(fresh_db) if p[0].startswith("1990")]) == 40
+
+
+def test_a_new_width_fills_the_gaps_between_older_partitions(fresh_db: str) -> None:
+    daily = [at("2022-01-01T12:00"), at("2022-01-03T12:00")]
+    asyncio.run(write(fresh_db, batch_at(*daily)))
+    # Weeks start on Thursdays, like the Unix epoch: 2021-12-30 to 2022-01-06 here.
+    weekly = [at("2022-01-02T12:00"), at("2022-01-04T00:00")]
+    assert asyncio.run(write(fresh_db, batch_at(*weekly), timedelta(weeks=1))) == 2
+    made = [p for p in partitions(fresh_db) if p[0].startswith(("2021-12", "2022"))]
+    assert made == [
+        ("2022-01-01 00:00", "2022-01-02 00:00"),
+        ("2022-01-02 00:00", "2022-01-03 00:00"),
+        ("2022-01-03 00:00", "2022-01-04 00:00"),
+        ("2022-01-04 00:00", "2022-01-06 00:00"),
+    ]
+    assert sql(fresh_db, "SELECT count(*) FROM readings")[0][0] == 4
+
+
+def test_a_batch_is_all_or_nothing_when_the_database_refuses_part_of_it(
+    fresh_db: str,
+) -> None:
+    # Rows without a ts use the column default; a mixed batch is still one transaction.
+    sql(fresh_db, "ALTER TABLE readings ADD CONSTRAINT small CHECK (value < 100)")
+    batch = Batch(
+        timed=[(at("2024-01-01T00:00"), SENSOR, None, Decimal(1))],
+        untimed=[(SENSOR, None, Decimal(500))],
+    )
+    with pytest.raises(Exception, match="small"):
+        asyncio.run(write(fresh_db, batch))
+    assert sql(fresh_db, "SELECT count(*) FROM readings")[0][0] == 0
+
+
+def test_storage_is_reported_by_readyz(api: httpx.Client, backend: str) -> None:
+    expected = "hypertable" if backend == "timescale" else "partitioned"
+    assert api.get("/readyz").json()["storage"] == expected
