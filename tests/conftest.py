@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tsapi.embedded import EmbeddedPostgres
+from tsapi.settings import Settings
 
 BACKENDS = ["embedded"] + [
     name
@@ -151,3 +152,13 @@ def api(tsapi: Tsapi) -> Iterator[httpx.Client]:
 @pytest.fixture
 def db_url(tsapi: Tsapi) -> str:
     return tsapi.database_url
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No TSAPI_* setting in the environment and an empty working directory (no tsapi.toml), for
+    this test and the tsapi processes it starts; that directory."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"TSAPI_{name.upper()}", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

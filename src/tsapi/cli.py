@@ -4,12 +4,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import click
+import structlog
 from click_default_group import DefaultGroup
 
 from tsapi import server
+from tsapi.embedded import EmbeddedPostgresError
 from tsapi.logs import configure_logging
-from tsapi.settings import Settings, load_settings
+from tsapi.migrate import MigrationError
+from tsapi.settings import Settings, SettingsError, load_settings
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,10 +47,29 @@ def database_options(command: F) -> F:
 def _settings(**flags: Any) -> Settings:
     try:
         settings = load_settings(**flags)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc)) from exc
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid settings:\n{exc}") from None
     configure_logging(settings)
     return settings
+
+
+# What keeps tsapi from starting: the data directory, the database or its schema. Logged as one
+# error event, without a traceback, since the message says all there is to say.
+STARTUP_ERRORS = (
+    EmbeddedPostgresError,
+    MigrationError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def _run(what: str, action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except STARTUP_ERRORS as exc:
+        log.error(f"{what} failed", error=str(exc) or type(exc).__name__)
+        raise SystemExit(1) from None
 
 
 @click.group(cls=DefaultGroup, default="serve", default_if_no_args=True)
@@ -60,7 +87,8 @@ cli: click.Group = _cli  # DefaultGroup has no type hints
 @click.option("--port", type=int, help="Port to listen on (default 8000).")
 def serve(**flags: Any) -> None:
     """Serve the HTTP API (the default command)."""
-    server.serve(_settings(**flags))
+    settings = _settings(**flags)
+    _run("tsapi serve", lambda: server.serve(settings))
 
 
 @cli.group("db")
@@ -72,6 +100,7 @@ def db_group() -> None:
 @database_options
 def upgrade(**flags: Any) -> None:
     """Apply the schema migrations the database lacks."""
-    applied = server.upgrade(_settings(**flags))
+    settings = _settings(**flags)
+    applied = _run("tsapi db upgrade", lambda: server.upgrade(settings))
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none: already up to date"
     click.echo(f"applied migrations: {names}")

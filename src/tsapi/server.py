@@ -2,9 +2,12 @@
 
 import asyncio
 import contextlib
+import signal
+import socket
 from collections.abc import Iterator
+from types import FrameType
 
-import click
+import structlog
 import uvicorn
 from pydantic import SecretStr
 
@@ -13,42 +16,77 @@ from tsapi.app import create_app
 from tsapi.embedded import EmbeddedPostgres
 from tsapi.settings import Settings, redact_url
 
+log = structlog.get_logger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(BaseException):
+    """A stop signal arrived; raised to unwind, so that the embedded server is stopped too.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
 
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[Settings]:
     """Settings pointing at a running database: the configured one, or an embedded one that is
     started here and stopped on exit."""
     if settings.database_url is not None:
-        click.echo(f"database: {redact_url(settings.database_url.get_secret_value())}", err=True)
+        log.info("database", url=redact_url(settings.database_url.get_secret_value()))
         yield settings
         return
-    with EmbeddedPostgres(settings.data_dir) as embedded:
-        click.echo(f"database: embedded PostgreSQL, data in {embedded.pgdata}", err=True)
+    with EmbeddedPostgres(settings.data_dir) as embedded:  # it logs where its data is
         yield settings.model_copy(update={"database_url": SecretStr(embedded.url)})
 
 
+class _Server(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for server in self.servers:
+            for listener in server.sockets:
+                host, port = listener.getsockname()[:2]
+                log.info("tsapi listening", url=f"http://{host}:{port}")
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def serve(settings: Settings) -> None:
-    with database(settings) as ready:
-        config = uvicorn.Config(
-            create_app(ready),
-            host=ready.host,
-            port=ready.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            lifespan="on",
-        )
-        click.echo(f"tsapi listening on http://{ready.host}:{ready.port}", err=True)
-        uvicorn.Server(config).run()
+    """Serve until SIGINT or SIGTERM, then stop the HTTP server and the embedded database."""
+    # uvicorn handles the signals while it serves, then raises them again once it has stopped;
+    # this handler turns them into an exception that unwinds through the database's stop.
+    previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS}
+    try:
+        with database(settings) as ready:
+            # Migrating here rather than only in the app's startup makes a schema the database
+            # refuses a clear error rather than a failed ASGI lifespan.
+            asyncio.run(_upgrade(ready))
+            config = uvicorn.Config(
+                create_app(ready),
+                host=ready.host,
+                port=ready.port,
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                lifespan="on",
+            )
+            _Server(config).run()
+    except Stopped as stop:
+        log.info("tsapi stopped", signal=str(stop))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def _upgrade(ready: Settings) -> list[migrate.Migration]:
+    conn = await db.connect(ready)
+    try:
+        return await migrate.upgrade(conn, ready)
+    finally:
+        await conn.close()
 
 
 def upgrade(settings: Settings) -> list[migrate.Migration]:
-    async def run(ready: Settings) -> list[migrate.Migration]:
-        conn = await db.connect(ready)
-        try:
-            return await migrate.upgrade(conn, ready)
-        finally:
-            await conn.close()
-
     with database(settings) as ready:
-        return asyncio.run(run(ready))
+        return asyncio.run(_upgrade(ready))

@@ -3,11 +3,21 @@
 Precedence, highest first: command-line flags, ``TSAPI_*`` environment variables, ``tsapi.toml``.
 """
 
+import os
+import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BeforeValidator, Field, PlainSerializer, SecretStr
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +28,10 @@ from pydantic_settings import (
 from tsapi.durations import format_duration, parse_duration
 
 CONFIG_FILE = Path("tsapi.toml")
+
+
+class SettingsError(ValueError):
+    """Settings tsapi cannot run with; the message names each bad setting and its source."""
 
 
 def _to_duration(value: object) -> object:
@@ -33,7 +47,11 @@ Duration = Annotated[
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TSAPI_", extra="forbid", validate_default=True, frozen=True
+        env_prefix="TSAPI_",
+        env_ignore_empty=True,  # `TSAPI_DATABASE_URL=` in a compose file means unset
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
     )
 
     database_url: SecretStr | None = Field(
@@ -70,6 +88,15 @@ class Settings(BaseSettings):
         "auto", description="Log format; auto means console on a terminal, JSON otherwise."
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for low, high in (("pool_min_size", "pool_max_size"), ("default_limit", "max_limit")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(
+                    f"{low} ({getattr(self, low)}) is more than {high} ({getattr(self, high)})"
+                )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -86,24 +113,53 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Settings from flags (those not None), the environment and a TOML file.
 
     The file is ``config_file`` when given (it must exist), else ``./tsapi.toml`` if present.
+    Raises SettingsError naming every bad setting and where its value came from.
     """
     if config_file is not None and not config_file.is_file():
-        raise FileNotFoundError(f"config file {config_file} does not exist")
+        raise SettingsError(f"config file {config_file} does not exist")
+    path = config_file or CONFIG_FILE
     given = {name: value for name, value in flags.items() if value is not None}
 
     class FromFile(Settings):
-        model_config = SettingsConfigDict(toml_file=config_file or CONFIG_FILE)
+        model_config = SettingsConfigDict(toml_file=path)
 
-    return FromFile(**given)
+    try:
+        return FromFile(**given)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    except ValidationError as exc:
+        problems = [_describe(error, given, path) for error in exc.errors()]
+        raise SettingsError("\n".join(problems)) from None
+
+
+def _describe(error: Any, flags: dict[str, Any], path: Path) -> str:
+    reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+    if not error["loc"]:  # a rule across settings; its reason names them
+        return reason
+    name = str(error["loc"][0])
+    if error["type"] == "extra_forbidden":
+        return f"{name} (in {path}) is not a setting"
+    variable = f"TSAPI_{name.upper()}"
+    if name in flags:
+        source = f"--{name.replace('_', '-')}"
+    else:
+        source = variable if os.environ.get(variable) else str(path)
+    shown = "" if name == "database_url" else f" (got {error['input']!r})"  # may hold a password
+    return f"{name} (from {source}): {reason}{shown}"
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to print and log."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL with any password (in its user part or its query) replaced, safe to print."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        hidden = [(key, "***" if key == "password" else value) for key, value in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*/"))
+    return urlunsplit(parts)

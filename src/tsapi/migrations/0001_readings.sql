@@ -4,9 +4,11 @@
 DO $$
 DECLARE
     width interval := current_setting('tsapi.partition_interval')::interval;
+    -- The preloaded TimescaleDB loader defines timescaledb.disable_load in every session. Unlike
+    -- shared_preload_libraries, which only superusers may read, any role can see it.
     timescale boolean := EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb')
         OR (EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb')
-            AND current_setting('shared_preload_libraries') ~ 'timescaledb');
+            AND current_setting('timescaledb.disable_load', true) IS NOT NULL);
 BEGIN
     IF to_regclass('readings') IS NOT NULL THEN
         RETURN;
@@ -38,7 +40,9 @@ DO $$
 DECLARE
     wrong text;
 BEGIN
-    SELECT string_agg(format('%s is %s, not %s', column_name, data_type, expected), '; ')
+    SELECT string_agg(CASE WHEN c.data_type IS NULL THEN format('column %s is missing', name)
+                           ELSE format('column %s is %s, not %s', name, c.data_type, expected)
+                      END, '; ')
     INTO wrong
     FROM (VALUES ('ts', 'timestamp with time zone'), ('sensor', 'uuid'), ('metadata', 'jsonb'),
                  ('value', 'numeric')) AS want(name, expected)
@@ -46,7 +50,8 @@ BEGIN
         ON c.table_schema = current_schema() AND c.table_name = 'readings' AND c.column_name = name
     WHERE c.data_type IS DISTINCT FROM expected;
     IF wrong IS NOT NULL THEN
-        RAISE EXCEPTION 'the existing readings table cannot be adopted: %', wrong;
+        RAISE EXCEPTION 'the existing readings table cannot be adopted: %', wrong
+            USING HINT = 'Rename that table, or point tsapi at another database.';
     END IF;
 END
 $$;
