@@ -47,7 +47,7 @@ def configure_logging(settings: Settings) -> None:
     render: list[Processor] = (
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if as_json
-        else [structlog.dev.ConsoleRenderer()]
+        else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     )
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     stamped: list[Processor] = [
