@@ -46,6 +46,20 @@ _READING_IN = {
     },
 }
 
+_INSTANT_FORMS = (
+    "RFC 3339 (no offset: UTC), or relative to the database's now(): now, -15m, now-2h, +1d "
+    "(units s, m, h, d, w)"
+)
+_READINGS_ARRAY = {"type": "array", "items": {"$ref": "#/components/schemas/Reading"}}
+_READINGS_ENVELOPE = {
+    "type": "object",
+    "required": ["readings", "next"],
+    "properties": {
+        "readings": _READINGS_ARRAY,
+        "next": {"type": "string", "nullable": True, "description": "The next page's cursor"},
+    },
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -81,25 +95,86 @@ SPEC: dict[str, Any] = {
                 },
             },
             "get": {
-                "summary": "Readings, newest first by default",
+                "summary": "Readings, newest first by default: a page at a time, or all",
+                "description": "When more readings follow a page, its answer has a "
+                '`Link: <...>; rel="next"` header (and, with `envelope=true`, a `next` cursor): '
+                "following them walks every reading exactly once, even while readings are "
+                "written. `limit=all` streams every reading from a server-side cursor, in any "
+                "format. The format is `format=` if given, else the best of the Accept header, "
+                "else JSON.",
                 "parameters": [
-                    _query("limit", "How many readings (default 100)", {"type": "integer"}),
+                    _query(
+                        "limit",
+                        "How many readings, 1 to max_limit (default 100); `all` streams them all",
+                        {"oneOf": [{"type": "integer", "minimum": 1}, {"enum": ["all"]}]},
+                    ),
                     _query(
                         "sensor",
                         "Only these sensors; repeat it or separate UUIDs with commas",
-                        {"type": "array", "items": {"type": "string"}},
+                        {"type": "array", "items": {"type": "string", "format": "uuid"}},
                         style="form",
                         explode=True,
                     ),
-                    _query("from", "Earliest ts, inclusive (RFC 3339)", _TIMESTAMP),
-                    _query("to", "Latest ts, exclusive (RFC 3339)", _TIMESTAMP),
-                    _query("order", "By ts", {"type": "string", "enum": ["desc", "asc"]}),
+                    _query("from", f"Earliest ts, inclusive: {_INSTANT_FORMS}", {"type": "string"}),
+                    _query("to", f"Latest ts, exclusive: {_INSTANT_FORMS}", {"type": "string"}),
+                    _query(
+                        "metadata",
+                        'A JSON object the metadata must contain (jsonb @>), e.g. {"room":"r1"}',
+                        {"type": "string"},
+                    ),
+                    _query(
+                        "order",
+                        "By ts (then sensor, value, metadata)",
+                        {"type": "string", "enum": ["desc", "asc"]},
+                    ),
+                    _query(
+                        "cursor",
+                        "Where to go on: the previous page's next cursor, with the same filters",
+                        {"type": "string"},
+                    ),
+                    _query(
+                        "format",
+                        "The answer's format; wins over Accept",
+                        {"type": "string", "enum": ["json", "ndjson", "csv"]},
+                    ),
+                    _query(
+                        "envelope",
+                        'JSON only: answer {"readings": [...], "next": cursor or null}',
+                        {"type": "boolean"},
+                    ),
                 ],
                 "responses": {
-                    "200": _json(
-                        "The readings",
-                        {"type": "array", "items": {"$ref": "#/components/schemas/Reading"}},
-                    ),
+                    "200": {
+                        "description": "The readings",
+                        "headers": {
+                            "Link": {
+                                "description": '`<...>; rel="next"`: the next page, if any',
+                                "schema": {"type": "string"},
+                            }
+                        },
+                        "content": {
+                            "application/json": {
+                                "schema": {"oneOf": [_READINGS_ARRAY, _READINGS_ENVELOPE]}
+                            },
+                            "application/x-ndjson": {
+                                "schema": {
+                                    "type": "string",
+                                    "description": "One Reading JSON object per line",
+                                }
+                            },
+                            "text/csv": {
+                                "schema": {
+                                    "type": "string",
+                                    "description": "RFC 4180, UTF-8: a header line "
+                                    "ts,sensor,value,metadata, then a line per reading; value "
+                                    "with its stored digits, metadata as JSON (empty if null)",
+                                },
+                                "example": "ts,sensor,value,metadata\r\n"
+                                "2024-05-01T12:00:00.000000Z,"
+                                '6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5,0.3,"{""room"": ""r1""}"\r\n',
+                            },
+                        },
+                    },
                     "400": _error("A parameter is invalid; `parameter` names it"),
                     "503": _error("The database is unavailable; retry"),
                 },

@@ -1,47 +1,96 @@
 """Reading readings back: validated query parameters and the one parameterised SQL they make."""
 
-import re
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
+import msgspec
+
+from tsapi import cursors, instants
+from tsapi.containment import parse_containment
 from tsapi.errors import ApiError
+from tsapi.instants import Instant
 
 Order = Literal["asc", "desc"]
 
-# An unescaped "+01:00" in a query string arrives as " 01:00".
-_SPACED_OFFSET = re.compile(r" (\d\d:?\d\d)$")
+# The walk's total order (see cursors). ts leads, so the (ts DESC) and (sensor, ts DESC) indexes
+# serve it, and PostgreSQL sorts only rows sharing a ts. COALESCE: an adopted table's columns
+# may be nullable, and a NULL would drop a row from the keyset comparison.
+KEY_COLUMNS = (
+    "ts",
+    "coalesce(sensor::text, '') COLLATE \"C\"",
+    "coalesce(value::text, '') COLLATE \"C\"",
+    "coalesce(metadata::text, '') COLLATE \"C\"",
+)
 
 
 @dataclass(frozen=True)
 class ReadingsQuery:
-    limit: int
+    limit: int | None  # None: every row, streamed
     sensors: tuple[uuid.UUID, ...] = ()
-    start: datetime | None = None  # inclusive
-    end: datetime | None = None  # exclusive
+    start: Instant | None = None  # inclusive
+    end: Instant | None = None  # exclusive
+    metadata: bytes | None = None  # a JSON object the readings' metadata must contain
     order: Order = "desc"
+    after: cursors.Position | None = None  # where the previous page stopped
 
-    def sql(self) -> tuple[str, list[object]]:
+    @property
+    def relative(self) -> bool:
+        """Whether from or to are relative, and so need the database's now()."""
+        return any(isinstance(bound, timedelta) for bound in (self.start, self.end))
+
+    def identity(self) -> bytes:
+        """What a cursor must belong to: everything that selects and orders rows."""
+        return msgspec.json.encode(
+            [self.order, sorted(map(str, self.sensors)), *map(_describe, (self.start, self.end))]
+        ) + (self.metadata or b"")
+
+    def window(self, now: datetime | None) -> tuple[datetime | None, datetime | None]:
+        """from and to as instants, relative ones resolved against ``now``; 400 if empty."""
+        start = None if self.start is None else instants.resolve("from", self.start, now)
+        end = None if self.end is None else instants.resolve("to", self.end, now)
+        if start is not None and end is not None and start >= end:
+            raise ApiError(400, "'from' must be earlier than 'to'", parameter="from")
+        return start, end
+
+    def sql(self, now: datetime | None = None) -> tuple[str, list[object]]:
         conditions: list[str] = []
         args: list[object] = []
-        if self.sensors:
-            args.append(list(self.sensors))
-            conditions.append(f"sensor = ANY(${len(args)}::uuid[])")
-        if self.start is not None:
-            args.append(self.start)
-            conditions.append(f"ts >= ${len(args)}")
-        if self.end is not None:
-            args.append(self.end)
-            conditions.append(f"ts < ${len(args)}")
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if len(self.sensors) == 1:  # as an equality, the planner can use (sensor, ts DESC)'s order
+            conditions.append(f"sensor = {arg(self.sensors[0])}")
+        elif self.sensors:
+            conditions.append(f"sensor = ANY({arg(list(self.sensors))}::uuid[])")
+        start, end = self.window(now)
+        if start is not None:
+            conditions.append(f"ts >= {arg(start)}")
+        if end is not None:
+            conditions.append(f"ts < {arg(end)}")
+        if self.metadata is not None:
+            conditions.append(f"metadata @> {arg(self.metadata)}::jsonb")
+        # Directions and comparisons come from fixed sets, never from user text.
+        direction, beyond = ("ASC", ">") if self.order == "asc" else ("DESC", "<")
+        fetch = self.limit
+        if self.after is not None:
+            ts, *texts = self.after.key
+            bound = ", ".join([arg(ts), *(f"{arg(text)}::text" for text in texts)])
+            # Rows at the position itself come first, for the already answered ones to be skipped.
+            beyond += "=" if self.after.seen else ""
+            conditions.append(f"({', '.join(KEY_COLUMNS)}) {beyond} ({bound})")
+            fetch = None if self.limit is None else self.limit + self.after.seen
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        args.append(self.limit)
-        direction = "ASC" if self.order == "asc" else "DESC"  # from a fixed set, never user text
-        sql = (
-            f"SELECT ts, sensor, metadata, value FROM readings {where} "  # noqa: S608
-            f"ORDER BY ts {direction} LIMIT ${len(args)}"
-        )
+        order_by = ", ".join(f"{column} {direction}" for column in KEY_COLUMNS)
+        # One more row than the page: whether it exists says if there is a next page.
+        limit = "" if fetch is None else f"LIMIT {arg(fetch + 1)}"
+        columns = "ts, sensor, metadata, value"
+        sql = f"SELECT {columns} FROM readings {where} ORDER BY {order_by} {limit}"  # noqa: S608
         return sql, args
 
 
@@ -52,31 +101,43 @@ def parse_readings_query(
     max_limit: int,
 ) -> ReadingsQuery:
     """Validate GET /readings parameters; a bad one is a 400 that names it."""
-    start = _parse_time("from", params.get("from"))
-    end = _parse_time("to", params.get("to"))
-    if start is not None and end is not None and start >= end:
-        raise ApiError(400, "'from' must be earlier than 'to'", parameter="from")
     order = params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise ApiError(400, "'order' must be asc or desc", parameter="order")
-    return ReadingsQuery(
+    query = ReadingsQuery(
         limit=_parse_limit(params.get("limit"), default_limit, max_limit),
         sensors=_parse_sensors(multi.get("sensor", ())),
-        start=start,
-        end=end,
+        start=instants.parse_instant("from", params.get("from")),
+        end=instants.parse_instant("to", params.get("to")),
+        metadata=parse_containment("metadata", params.get("metadata")),
         order="asc" if order == "asc" else "desc",
     )
+    if not query.relative:
+        query.window(None)  # an absolute window is checked before any database work
+    cursor = params.get("cursor")
+    if cursor is None:
+        return query
+    if query.limit is None:
+        raise ApiError(400, "'cursor' cannot be combined with limit=all", parameter="cursor")
+    after = cursors.decode(cursor, query.identity())
+    if query.relative and after.now is None:  # only a forged cursor lacks it
+        raise ApiError(400, "'cursor' is garbled", parameter="cursor")
+    return dataclasses.replace(query, after=after)
 
 
-def _parse_limit(raw: str | None, default: int, maximum: int) -> int:
+def _parse_limit(raw: str | None, default: int, maximum: int) -> int | None:
     if raw is None:
         return default
+    if raw == "all":
+        return None
     try:
         limit = int(raw)
     except ValueError:
-        raise ApiError(400, f"'limit' must be an integer, not {raw!r}", parameter="limit") from None
+        raise ApiError(
+            400, f"'limit' must be an integer or all, not {raw!r}", parameter="limit"
+        ) from None
     if not 1 <= limit <= maximum:
-        raise ApiError(400, f"'limit' must be between 1 and {maximum}", parameter="limit")
+        raise ApiError(400, f"'limit' must be between 1 and {maximum}, or all", parameter="limit")
     return limit
 
 
@@ -93,13 +154,5 @@ def _parse_sensors(values: Sequence[str]) -> tuple[uuid.UUID, ...]:
     return tuple(dict.fromkeys(sensors))
 
 
-def _parse_time(name: str, raw: str | None) -> datetime | None:
-    if raw is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(_SPACED_OFFSET.sub(r"+\1", raw))
-    except ValueError:
-        raise ApiError(
-            400, f"'{name}' must be an RFC 3339 timestamp, not {raw!r}", parameter=name
-        ) from None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+def _describe(bound: Instant | None) -> object:
+    return ["now", bound.total_seconds()] if isinstance(bound, timedelta) else bound

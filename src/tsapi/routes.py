@@ -1,33 +1,17 @@
 """HTTP routes. Each parses its input, calls the function that does the work, and formats."""
 
 import asyncio
-import uuid
-from datetime import datetime
-from decimal import Decimal
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tsapi import ingest
+from tsapi import formats, ingest, reader
 from tsapi.query import parse_readings_query
 from tsapi.state import State
 from tsapi.web import json_response, read_body
 
 READINESS_TIMEOUT = 2.0
-
-
-class ReadingOut(msgspec.Struct):
-    ts: str
-    sensor: uuid.UUID | None
-    metadata: msgspec.Raw | None
-    value: Decimal
-
-
-def format_ts(ts: datetime) -> str:
-    """RFC 3339 in UTC with microseconds, e.g. 2024-05-01T12:00:00.000000Z."""
-    return ts.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
 
 
 async def post_readings(request: Request) -> Response:
@@ -42,17 +26,24 @@ async def post_readings(request: Request) -> Response:
 
 async def get_readings(request: Request) -> Response:
     state: State = request.app.state.tsapi
+    settings = state.settings
     params = request.query_params
     query = parse_readings_query(
-        params,
-        {"sensor": params.getlist("sensor")},
-        state.settings.default_limit,
-        state.settings.max_limit,
+        params, {"sensor": params.getlist("sensor")}, settings.default_limit, settings.max_limit
     )
-    sql, args = query.sql()
-    async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
-        rows = await conn.fetch(sql, *args)
-    return json_response([ReadingOut(format_ts(ts), s, m, v) for ts, s, m, v in rows])
+    output = formats.negotiate(params, request.headers.get("accept"))
+    if query.limit is None:
+        export = await reader.open_export(state.pool, query, settings.pool_timeout)
+        return formats.stream(output, reader.READINGS, export.batches(), export.resources)
+    page = await reader.fetch_page(state.pool, query, settings.pool_timeout)
+    headers = {} if page.next is None else {"Link": _next_link(request, page.next)}
+    return formats.respond(output, reader.READINGS, page.rows, page.next, headers)
+
+
+def _next_link(request: Request, cursor: str) -> str:
+    """The same request with the next cursor, as a reference relative to this server."""
+    url = request.url.include_query_params(cursor=cursor)
+    return f'<{url.path}?{url.query}>; rel="next"'
 
 
 async def healthz(request: Request) -> Response:
