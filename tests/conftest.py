@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tsapi.embedded import EmbeddedPostgres
+from tsapi.rollups import LOCK_KEY as ROLLUP_LOCK_KEY
 from tsapi.settings import Settings
 
 BACKENDS = ["embedded"] + [
@@ -136,15 +137,34 @@ def tsapi(
     backend: str, make_database: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Tsapi]:
     log_path = tmp_path_factory.mktemp(f"tsapi-{backend}") / "tsapi.log"
-    server = start_tsapi(make_database(backend), log_path)
+    # Rollups refresh often, so that tests see both their materialized and pending states.
+    server = start_tsapi(make_database(backend), log_path, TSAPI_ROLLUP_REFRESH_INTERVAL="0.2")
     yield server
     server.stop()
 
 
+async def _empty(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        # Holding the refresher's lock keeps it from running into the TRUNCATE (a deadlock). Tried
+        # rather than waited for: the refresher itself waits for transactions older than its own.
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ROLLUP_LOCK_KEY):
+            await asyncio.sleep(0.02)
+        await conn.execute(
+            "TRUNCATE readings, tsapi_rollup, tsapi_rollup_all, tsapi_rollup_log, tsapi_sensors"
+        )
+        await conn.execute(
+            "UPDATE tsapi_rollup_state SET published = '0001-01-01 00:00:00+00',"
+            " materialized = '0001-01-01 00:00:00+00'"
+        )
+    finally:
+        await conn.close()  # which releases the lock
+
+
 @pytest.fixture
 def api(tsapi: Tsapi) -> Iterator[httpx.Client]:
-    """A client of a running tsapi whose readings table starts empty."""
-    sql(tsapi.database_url, "TRUNCATE readings")
+    """A client of a running tsapi whose readings table (and so its rollups) starts empty."""
+    asyncio.run(_empty(tsapi.database_url))
     with httpx.Client(base_url=tsapi.base_url, timeout=60) as client:
         yield client
 

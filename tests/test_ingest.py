@@ -281,3 +281,17 @@ def test_eight_concurrent_posters_give_exact_totals(api: httpx.Client, db_url: s
     assert count(db_url) == answered
     sums = sql(db_url, "SELECT sum(value) FROM readings WHERE sensor = $1::uuid", SENSOR)[0][0]
     assert sums == sum((c * 1000 + b) * 50 for c in range(8) for b in range(20))
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    ['{"note": "a\\u0000b"}', '{"big": 1e999999}', '{"\\u0000": 1}', '{"deep": [{"x": 1E-99999}]}'],
+)
+def test_metadata_jsonb_cannot_hold_is_refused_not_500(
+    api: httpx.Client, db_url: str, metadata: str
+) -> None:
+    body = f'[{{"sensor": "{SENSOR}", "value": 1, "metadata": {metadata}}}]'
+    response = api.post("/readings", content=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "metadata"
+    assert count(db_url) == 0

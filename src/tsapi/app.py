@@ -2,12 +2,14 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from starlette.applications import Starlette
 
-from tsapi import db, migrate, openapi, routes
+from tsapi import aggregate_routes, db, migrate, openapi, routes, sensor_routes
+from tsapi.db import Connection
+from tsapi.rollups import Rollups
 from tsapi.settings import Settings
 from tsapi.state import State
 from tsapi.storage import Storage
@@ -18,14 +20,16 @@ log = structlog.get_logger(__name__)
 MAINTENANCE_INTERVAL = 600.0  # seconds between making the coming periods' partitions
 
 
-async def _maintain(state: State) -> None:
+async def _every(
+    seconds: float, what: str, job: Callable[[Connection], Awaitable[object]], state: State
+) -> None:
     while True:
-        await asyncio.sleep(MAINTENANCE_INTERVAL)
+        await asyncio.sleep(seconds)
         try:
             async with state.pool.acquire() as conn:
-                await state.storage.maintain(conn)
-        except Exception:  # the next round tries again; writes create partitions themselves
-            log.exception("partition maintenance failed")
+                await job(conn)
+        except Exception:  # the next round tries again
+            log.exception(f"{what} failed")
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -34,23 +38,44 @@ def create_app(settings: Settings) -> Starlette:
         conn = await db.connect(settings)
         try:
             await migrate.upgrade(conn, settings)
-            storage = await Storage.open(conn, settings.partition_interval)
+            rollups = Rollups(list(settings.rollup_widths))
+            await rollups.setup(conn)
+            storage = await Storage.open(
+                conn, settings.partition_interval, rollups=bool(settings.rollup_widths)
+            )
         finally:
             await conn.close()
         pool = await db.create_pool(settings)
-        state = State(settings, pool, storage)
+        state = State(settings, pool, storage, rollups)
         app.state.tsapi = state
-        maintenance = asyncio.create_task(_maintain(state))
+        jobs = [
+            asyncio.create_task(
+                _every(MAINTENANCE_INTERVAL, "partition maintenance", storage.maintain, state)
+            )
+        ]
+        if settings.rollup_widths:
+            jobs.append(
+                asyncio.create_task(
+                    _every(
+                        settings.rollup_refresh_interval, "rollup refresh", rollups.refresh, state
+                    )
+                )
+            )
         try:
             yield
         finally:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
             await pool.close()
 
     return Starlette(
-        routes=[*routes.routes, *openapi.routes],
+        routes=[
+            *aggregate_routes.routes,
+            *sensor_routes.routes,
+            *routes.routes,
+            *openapi.routes,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -1,6 +1,7 @@
 """The ``tsapi`` command. It only parses options and delegates; ``serve`` is the default."""
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -104,3 +105,32 @@ def upgrade(**flags: Any) -> None:
     applied = _run("tsapi db upgrade", lambda: server.upgrade(settings))
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none: already up to date"
     click.echo(f"applied migrations: {names}")
+
+
+@cli.group("rollups")
+def rollups_group() -> None:
+    """Manage the rollups that answer aggregates."""
+
+
+@rollups_group.command()
+@database_options
+@click.option(
+    "--from", "start", required=True, type=click.DateTime(), help="Start (UTC), inclusive."
+)
+@click.option("--to", "end", required=True, type=click.DateTime(), help="End (UTC), exclusive.")
+def rebuild(start: datetime, end: datetime, **flags: Any) -> None:
+    """Recompute the rollups over a time range from the readings (after changes made to
+    readings behind tsapi's back)."""
+    if start >= end:
+        raise click.BadParameter("--from must be earlier than --to", param_hint="--from")
+    settings = _settings(**flags)
+    written = _run(
+        "tsapi rollups rebuild",
+        lambda: server.rebuild_rollups(
+            settings, start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)
+        ),
+    )
+    click.echo(
+        f"rebuilt rollups from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC:"
+        f" {written} rollup rows written"
+    )

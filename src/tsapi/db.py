@@ -55,8 +55,12 @@ async def connect(settings: Settings) -> asyncpg.Connection:
 
 
 async def create_pool(settings: Settings) -> Pool:
+    kwargs = connect_kwargs(settings)
+    # Requests' queries only: migrations and rollup refreshes may rightly take longer.
+    timeout_ms = str(int(settings.statement_timeout * 1000))
+    kwargs["server_settings"] = {**kwargs["server_settings"], "statement_timeout": timeout_ms}
     pool = await asyncpg.create_pool(
-        **connect_kwargs(settings),
+        **kwargs,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         init=_prepare_connection,

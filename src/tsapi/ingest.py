@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from tsapi.containment import unstorable
 from tsapi.errors import ApiError
 
 MAX_REPORTED_ERRORS = 100
@@ -43,6 +44,8 @@ _fast_decoder = msgspec.json.Decoder(list[_Reading] | _Reading)
 _any_decoder = msgspec.json.Decoder(float_hook=Decimal)
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
+# What PostgreSQL's jsonb may refuse: a NUL character, or a number too large or too long.
+_MAYBE_UNSTORABLE_JSON = re.compile(rb"\\u0000|[eE][-+]?\d{5,}|\d{16000,}")
 
 
 @dataclass
@@ -77,7 +80,11 @@ def parse_json(body: bytes, max_rows: int) -> Batch:
     batch = Batch()
     for reading in readings:
         value, metadata = reading.value, bytes(reading.metadata)
-        if not _is_storable(value) or metadata[:1] not in (b"{", b"n"):
+        if (
+            not _is_storable(value)
+            or metadata[:1] not in (b"{", b"n")
+            or _MAYBE_UNSTORABLE_JSON.search(metadata)
+        ):
             return _parse_thoroughly(body, max_rows)
         stored_metadata = None if metadata == b"null" else metadata
         ts = reading.ts
@@ -134,6 +141,8 @@ def _parse_row(index: int, row: object, batch: Batch, errors: list[RowError]) ->
                 index, "metadata", f"must be a JSON object or null, not {_json_type(metadata)}"
             )
         )
+    elif metadata is not None and (problem := unstorable(metadata)) is not None:
+        errors.append(RowError(index, "metadata", problem))
     if len(errors) > found or sensor is None or value is None:
         return
     stored_metadata = None if metadata is None else _encoder.encode(metadata)

@@ -46,6 +46,138 @@ _READING_IN = {
     },
 }
 
+_SENSOR_FILTER = _query(
+    "sensor",
+    "Only these sensors; repeat it or separate UUIDs with commas",
+    {"type": "array", "items": {"type": "string"}},
+    style="form",
+    explode=True,
+)
+_METADATA_FILTER = _query(
+    "metadata", 'A JSON object the metadata must contain, e.g. {"room":"r1"}', {"type": "string"}
+)
+_SENSOR_PATH = {
+    "name": "sensor",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+_SUMMARY = {
+    "type": "object",
+    "properties": {
+        "sensor": {"type": "string", "format": "uuid"},
+        "count": {"type": "integer"},
+        "first_ts": _TIMESTAMP,
+        "last_ts": _TIMESTAMP,
+        "last_value": {"type": "number"},
+        "metadata": {"type": "object", "nullable": True},
+    },
+}
+_READINGS = {"type": "array", "items": {"$ref": "#/components/schemas/Reading"}}
+_ANALYTICS_PATHS: dict[str, Any] = {
+    "/readings/aggregate": {
+        "get": {
+            "summary": "Aggregates per time bucket, per sensor or across sensors",
+            "parameters": [
+                _query(
+                    "bucket",
+                    "Bucket width: 30s, 15m, 1h, 1d, 1w",
+                    {"type": "string"},
+                    required=True,
+                ),
+                _query(
+                    "fn",
+                    "Functions, repeated or comma-separated (default avg)",
+                    {
+                        "type": "array",
+                        "items": {
+                            "type": "string",
+                            "enum": ["avg", "min", "max", "sum", "count", "first", "last"],
+                        },
+                    },
+                    style="form",
+                    explode=False,
+                ),
+                _query(
+                    "group",
+                    "One series per sensor, or one in all",
+                    {"type": "string", "enum": ["sensor", "none"]},
+                ),
+                _query(
+                    "fill",
+                    "Gap filling",
+                    {"type": "string", "enum": ["none", "null", "previous", "linear"]},
+                ),
+                _query("tz", "IANA time zone buckets align to (default UTC)", {"type": "string"}),
+                _SENSOR_FILTER,
+                _query(
+                    "from", "Earliest ts, inclusive (RFC 3339, or -1h, now...)", {"type": "string"}
+                ),
+                _query("to", "Latest ts, exclusive", {"type": "string"}),
+                _METADATA_FILTER,
+                _query(
+                    "format", "Answer format", {"type": "string", "enum": ["json", "ndjson", "csv"]}
+                ),
+            ],
+            "responses": {
+                "200": _json(
+                    "One object per bucket (and sensor)",
+                    {"type": "array", "items": {"type": "object"}},
+                ),
+                "400": _error("A parameter is invalid; `parameter` names it"),
+                "503": _error("The database is unavailable, or the query ran too long"),
+            },
+        }
+    },
+    "/readings/latest": {
+        "get": {
+            "summary": "The latest reading of each sensor",
+            "parameters": [_SENSOR_FILTER],
+            "responses": {
+                "200": _json("One reading per sensor", _READINGS),
+                "400": _error("A parameter is invalid; `parameter` names it"),
+            },
+        }
+    },
+    "/sensors": {
+        "get": {
+            "summary": "Sensors with their counts, first and last readings",
+            "parameters": [
+                _SENSOR_FILTER,
+                _METADATA_FILTER,
+                _query("limit", "How many sensors", {"type": "integer"}),
+                _query("after", "The last sensor of the previous page", {"type": "string"}),
+            ],
+            "responses": {
+                "200": _json("Sensors, by id", {"type": "array", "items": _SUMMARY}),
+                "400": _error("A parameter is invalid; `parameter` names it"),
+            },
+        }
+    },
+    "/sensors/{sensor}": {
+        "get": {
+            "summary": "One sensor's summary",
+            "parameters": [_SENSOR_PATH],
+            "responses": {
+                "200": _json("The sensor", _SUMMARY),
+                "400": _error("The id is not a UUID"),
+                "404": _error("The sensor has no readings"),
+            },
+        }
+    },
+    "/sensors/{sensor}/latest": {
+        "get": {
+            "summary": "One sensor's latest reading",
+            "parameters": [_SENSOR_PATH],
+            "responses": {
+                "200": _json("The reading", {"$ref": "#/components/schemas/Reading"}),
+                "400": _error("The id is not a UUID"),
+                "404": _error("The sensor has no readings"),
+            },
+        }
+    },
+}
+
 _INSTANT_FORMS = (
     "RFC 3339 (no offset: UTC), or relative to the database's now(): now, -15m, now-2h, +1d "
     "(units s, m, h, d, w)"
@@ -195,6 +327,7 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        **_ANALYTICS_PATHS,
     },
     "components": {
         "schemas": {

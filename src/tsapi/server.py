@@ -5,6 +5,7 @@ import contextlib
 import signal
 import socket
 from collections.abc import Iterator
+from datetime import datetime
 from types import FrameType
 
 import structlog
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from tsapi import db, migrate
 from tsapi.app import create_app
 from tsapi.embedded import EmbeddedPostgres
+from tsapi.rollups import Rollups
 from tsapi.settings import Settings, redact_url
 
 log = structlog.get_logger(__name__)
@@ -90,3 +92,20 @@ async def _upgrade(ready: Settings) -> list[migrate.Migration]:
 def upgrade(settings: Settings) -> list[migrate.Migration]:
     with database(settings) as ready:
         return asyncio.run(_upgrade(ready))
+
+
+async def _rebuild_rollups(ready: Settings, start: datetime, end: datetime) -> int:
+    conn = await db.connect(ready)
+    try:
+        await migrate.upgrade(conn, ready)
+        rollups = Rollups(list(ready.rollup_widths))
+        await rollups.setup(conn)
+        return await rollups.rebuild(conn, start, end)
+    finally:
+        await conn.close()
+
+
+def rebuild_rollups(settings: Settings, start: datetime, end: datetime) -> int:
+    """Recompute the rollups over [start, end) from the readings; the rows written."""
+    with database(settings) as ready:
+        return asyncio.run(_rebuild_rollups(ready, start, end))

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -43,6 +44,17 @@ Duration = Annotated[
     BeforeValidator(_to_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
+
+
+def _split_commas(value: object) -> object:
+    return (
+        [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, str)
+        else value
+    )
+
+
+Durations = Annotated[tuple[Duration, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
 class Settings(BaseSettings):
@@ -86,6 +98,19 @@ class Settings(BaseSettings):
     )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log format; auto means console on a terminal, JSON otherwise."
+    )
+    rollup_widths: Durations = Field(
+        (timedelta(minutes=1), timedelta(hours=1)),
+        description="Bucket widths of the rollups kept for aggregates, e.g. 1m,1h; empty: none.",
+    )
+    rollup_refresh_interval: float = Field(
+        5.0, gt=0, description="Seconds between rollup refreshes (in one process at a time)."
+    )
+    max_points: int = Field(
+        100_000, ge=1, description="Most buckets one aggregate query may ask for (400 above)."
+    )
+    statement_timeout: float = Field(
+        30.0, gt=0, description="Seconds a query may run before it is cancelled (503)."
     )
 
     @model_validator(mode="after")

@@ -1,8 +1,9 @@
-"""What a running tsapi process holds: settings, its connection pool and its storage."""
+"""What a running tsapi process holds: settings, its connection pool, storage and rollups."""
 
 from dataclasses import dataclass
 
 from tsapi.db import Pool
+from tsapi.rollups import Rollups
 from tsapi.settings import Settings
 from tsapi.storage import Storage
 
@@ -12,3 +13,4 @@ class State:
     settings: Settings
     pool: Pool
     storage: Storage
+    rollups: Rollups

@@ -10,6 +10,7 @@ import structlog
 
 from tsapi.db import Connection
 from tsapi.ingest import Batch
+from tsapi.rollups import LOG_SQL, spans
 
 log = structlog.get_logger(__name__)
 
@@ -92,10 +93,12 @@ class Partitions:
             if not missing:
                 return
 
-    async def ensure_batch(self, conn: Connection, batch: Batch, now: datetime) -> None:
-        stamps = [row[0] for row in batch.timed]
-        if batch.untimed:
-            stamps.append(now)
+    async def ensure_batch(self, conn: Connection, stamps: list[datetime], untimed: bool) -> None:
+        """Partitions for a batch's timestamps and, if it has untimed rows, for now()."""
+        if untimed:
+            # The database's clock decides their ts; the local one is close enough to pick the
+            # partition, with the next period's made ahead of time for clock skew.
+            stamps = [*stamps, datetime.now(UTC)]
         if not stamps:
             return
         earliest, latest = min(stamps), max(stamps)
@@ -108,19 +111,22 @@ class Partitions:
 class Storage:
     """Writes batches into readings, creating partitions first where the table needs them."""
 
-    def __init__(self, layout: Layout, partitions: Partitions) -> None:
+    def __init__(self, layout: Layout, partitions: Partitions, rollups: bool) -> None:
         self.layout = layout
         self.partitions = partitions
+        self.rollups = rollups
 
     @classmethod
-    async def open(cls, conn: Connection, partition_interval: timedelta) -> "Storage":
+    async def open(
+        cls, conn: Connection, partition_interval: timedelta, rollups: bool = True
+    ) -> "Storage":
         layout = await detect_layout(conn)
         partitions = Partitions(partition_interval)
         if layout is Layout.PARTITIONED:
             await partitions.refresh(conn)
             await partitions.ensure(conn, _upcoming(partition_interval))
         log.info("storage ready", layout=layout.value)
-        return cls(layout, partitions)
+        return cls(layout, partitions, rollups)
 
     async def maintain(self, conn: Connection) -> None:
         """Create the current and next periods' partitions ahead of their first rows."""
@@ -132,12 +138,16 @@ class Storage:
         """Insert every reading of the batch, or none; return how many were inserted."""
         if not len(batch):
             return 0
+        stamps = [row[0] for row in batch.timed]
         if self.layout is Layout.PARTITIONED:
-            # The database's clock decides the untimed rows' ts; the local one is close enough to
-            # pick their partition, with the next period's made ahead of time for clock skew.
-            await self.partitions.ensure_batch(conn, batch, datetime.now(UTC))
-        if batch.timed and batch.untimed:
+            await self.partitions.ensure_batch(conn, stamps, bool(batch.untimed))
+        # Timed rows may be older than buckets the rollups already hold: their time ranges are
+        # logged in the same transaction (rows taking now() never are).
+        late = spans(stamps) if stamps and self.rollups else None
+        if late or (batch.timed and batch.untimed):
             async with conn.transaction():
+                if late:
+                    await conn.execute(LOG_SQL, *late)
                 await self._copy(conn, batch)
         else:
             await self._copy(conn, batch)  # one COPY is atomic by itself

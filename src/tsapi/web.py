@@ -63,6 +63,17 @@ async def unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def too_slow(request: Request, exc: Exception) -> Response:
+    seconds = request.app.state.tsapi.settings.statement_timeout
+    return json_response(
+        {
+            "error": f"the query ran longer than the {seconds:g} s allowed and was cancelled;"
+            " narrow it (a shorter range, fewer sensors, a wider bucket)"
+        },
+        503,
+    )
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error", path=request.url.path, method=request.method)
     return json_response({"error": "internal error; it has been logged"}, 500)
@@ -71,6 +82,7 @@ async def unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: api_error,
     HTTPException: http_error,
+    asyncpg.QueryCanceledError: too_slow,
     **dict.fromkeys(UNAVAILABLE, unavailable),
     Exception: unexpected,
 }

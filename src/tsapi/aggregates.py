@@ -1,0 +1,137 @@
+"""GET /readings/aggregate: validating its parameters and answering it inside one snapshot."""
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from starlette.datastructures import QueryParams
+
+from tsapi.aggregate import (
+    FILLS,
+    FUNCTIONS,
+    AggregateQuery,
+    aggregate_sql,
+    bucket_series_sql,
+    fill_gaps,
+)
+from tsapi.buckets import plan, usable_widths
+from tsapi.containment import parse_containment
+from tsapi.db import Connection
+from tsapi.durations import parse_duration
+from tsapi.errors import ApiError
+from tsapi.instants import parse_instant, resolve
+from tsapi.query import _parse_sensors
+
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def parse_aggregate_query(params: QueryParams, max_points: int) -> AggregateQuery:
+    raw_bucket = params.get("bucket")
+    if raw_bucket is None:
+        raise ApiError(400, "'bucket' is required, e.g. bucket=1h", parameter="bucket")
+    try:
+        bucket = parse_duration(raw_bucket)
+    except ValueError as exc:
+        raise ApiError(400, f"'bucket': {exc}", parameter="bucket") from None
+    functions = _choices("fn", params.getlist("fn") or ["avg"], FUNCTIONS)
+    group = _choices("group", [params.get("group", "sensor")], ("sensor", "none"))[0]
+    fill = _choices("fill", [params.get("fill", "none")], FILLS)[0]
+    start = parse_instant("from", params.get("from"))
+    end = parse_instant("to", params.get("to"))
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        check_range(start, end, bucket, max_points)  # refused before any database work
+    return AggregateQuery(
+        bucket=bucket,
+        functions=functions,
+        by_sensor=group == "sensor",
+        fill=fill,
+        tz=_parse_zone(params.get("tz")),
+        sensors=_parse_sensors(params.getlist("sensor")),
+        metadata=parse_containment("metadata", params.get("metadata")),
+        start=start,
+        end=end,
+    )
+
+
+def check_range(start: datetime, end: datetime, bucket: timedelta, max_points: int) -> None:
+    if start >= end:
+        raise ApiError(400, "'from' must be earlier than 'to'", parameter="from")
+    points = math.ceil((end - start) / bucket)
+    if points > max_points:
+        raise ApiError(
+            400,
+            f"'bucket' {bucket} over that range makes {points} buckets; the most is {max_points}:"
+            " use a wider bucket or a shorter range",
+            parameter="bucket",
+        )
+
+
+def _choices(name: str, values: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
+    chosen = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    for value in chosen:
+        if value not in allowed:
+            raise ApiError(
+                400, f"'{name}' must be one of {', '.join(allowed)}, not {value!r}", parameter=name
+            )
+    return tuple(dict.fromkeys(chosen))
+
+
+def _parse_zone(raw: str | None) -> ZoneInfo | None:
+    if raw is None or raw.upper() in ("UTC", "Z", "ETC/UTC"):
+        return None
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(
+            400, f"'tz' must be an IANA time zone, not {raw!r}", parameter="tz"
+        ) from None
+
+
+async def run_aggregate(
+    conn: Connection, query: AggregateQuery, widths: Sequence[timedelta], max_points: int
+) -> list[dict[str, Any]]:
+    # One snapshot: the rollup state, the late-write log and every row read agree.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        now = await conn.fetchval("SELECT now()") if query.relative else None
+        start = None if query.start is None else resolve("from", query.start, now)
+        end = None if query.end is None else resolve("to", query.end, now)
+        if start is None or end is None:
+            bounds = await conn.fetchrow(
+                "SELECT min(ts), max(ts) FROM readings WHERE sensor IS NOT NULL"
+                " AND (cardinality($1::uuid[]) = 0 OR sensor = ANY($1::uuid[]))",
+                list(query.sensors),
+            )
+            assert bounds is not None
+            first, last = bounds
+            if first is None:
+                return []
+            start = start or first
+            end = end or last + _ONE_MICROSECOND
+            if start >= end:
+                return []
+        check_range(start, end, query.bucket, max_points)
+        usable = (
+            [] if query.metadata else usable_widths(widths, query.bucket, query.tz, (start, end))
+        )
+        materialized: dict[timedelta, datetime] = {}
+        pending: list[tuple[datetime, datetime]] = []
+        if usable:
+            for row in await conn.fetch("SELECT width_s, materialized FROM tsapi_rollup_state"):
+                materialized[timedelta(seconds=row["width_s"])] = row["materialized"]
+            pending = [
+                tuple(row) for row in await conn.fetch("SELECT lo, hi FROM tsapi_rollup_log")
+            ]
+        segments = plan((start, end), usable, materialized, pending)
+        rows = [dict(row) for row in await conn.fetch(*_unpack(aggregate_sql(query, segments)))]
+        if query.fill == "none":
+            return rows
+        series_sql, args = bucket_series_sql(query, start, end)
+        buckets = [row[0] for row in await conn.fetch(series_sql, *args)]
+        return fill_gaps(rows, buckets, query)
+
+
+def _unpack(sql_and_args: tuple[str, list[object]]) -> list[Any]:
+    sql, args = sql_and_args
+    return [sql, *args]

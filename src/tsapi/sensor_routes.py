@@ -1,0 +1,108 @@
+"""HTTP routes for sensors and latest readings."""
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tsapi.containment import parse_containment
+from tsapi.errors import ApiError
+from tsapi.formats import format_ts
+from tsapi.query import _parse_sensors
+from tsapi.reader import ReadingOut
+from tsapi.sensors import SensorFilter, latest, summaries
+from tsapi.state import State
+from tsapi.web import json_response
+
+
+def _sensor_id(request: Request) -> uuid.UUID:
+    raw = request.path_params["sensor"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(400, f"{raw!r} is not a sensor UUID", parameter="sensor") from None
+
+
+def _limit(request: Request, default: int, maximum: int) -> int:
+    raw = request.query_params.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ApiError(400, f"'limit' must be between 1 and {maximum}", parameter="limit")
+    return int(raw)
+
+
+def _summary_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sensor": row["sensor"],
+        "count": row["count"],
+        "first_ts": format_ts(row["first_ts"]),
+        "last_ts": format_ts(row["last_ts"]),
+        "last_value": row["last_value"],
+        "metadata": row["metadata"],
+    }
+
+
+async def list_sensors(request: Request) -> Response:
+    state: State = request.app.state.tsapi
+    params = request.query_params
+    after = params.get("after")
+    try:
+        after_id = None if after is None else uuid.UUID(after)
+    except ValueError:
+        raise ApiError(400, "'after' must be a sensor UUID", parameter="after") from None
+    limit = _limit(request, state.settings.default_limit, state.settings.max_limit)
+    query = SensorFilter(
+        sensors=_parse_sensors(params.getlist("sensor")),
+        metadata=parse_containment("metadata", params.get("metadata")),
+        after=after_id,
+        limit=limit + 1,  # one more says whether there is a next page
+    )
+    async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
+        rows = await summaries(conn, query)
+    headers = {}
+    if len(rows) > limit:
+        rows = rows[:limit]
+        following = request.url.include_query_params(after=str(rows[-1]["sensor"]))
+        headers["Link"] = f'<{following}>; rel="next"'
+    return json_response([_summary_out(row) for row in rows], headers=headers)
+
+
+async def get_sensor(request: Request) -> Response:
+    state: State = request.app.state.tsapi
+    sensor = _sensor_id(request)
+    async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
+        rows = await summaries(conn, SensorFilter(sensors=(sensor,)))
+    if not rows:
+        raise ApiError(404, f"no readings for sensor {sensor}")
+    return json_response(_summary_out(rows[0]))
+
+
+async def get_sensor_latest(request: Request) -> Response:
+    state: State = request.app.state.tsapi
+    sensor = _sensor_id(request)
+    async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
+        rows = await latest(conn, SensorFilter(sensors=(sensor,)))
+    if not rows:
+        raise ApiError(404, f"no readings for sensor {sensor}")
+    return json_response(_reading_out(rows[0]))
+
+
+async def latest_readings(request: Request) -> Response:
+    state: State = request.app.state.tsapi
+    sensors = _parse_sensors(request.query_params.getlist("sensor"))
+    async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
+        rows = await latest(conn, SensorFilter(sensors=sensors))
+    return json_response([_reading_out(row) for row in rows])
+
+
+def _reading_out(row: dict[str, Any]) -> ReadingOut:
+    return ReadingOut(format_ts(row["ts"]), row["sensor"], row["metadata"], row["value"])
+
+
+routes = [
+    Route("/readings/latest", latest_readings, methods=["GET"]),
+    Route("/sensors", list_sensors, methods=["GET"]),
+    Route("/sensors/{sensor}", get_sensor, methods=["GET"]),
+    Route("/sensors/{sensor}/latest", get_sensor_latest, methods=["GET"]),
+]
