@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from starlette.applications import Starlette
 
-from tsapi import aggregate_routes, db, migrate, openapi, routes, sensor_routes
+from tsapi import aggregate_routes, db, idempotency, migrate, openapi, routes, sensor_routes
 from tsapi.db import Connection
 from tsapi.rollups import Rollups
 from tsapi.settings import Settings
@@ -41,7 +41,10 @@ def create_app(settings: Settings) -> Starlette:
             rollups = Rollups(list(settings.rollup_widths))
             await rollups.setup(conn)
             storage = await Storage.open(
-                conn, settings.partition_interval, rollups=bool(settings.rollup_widths)
+                conn,
+                settings.partition_interval,
+                rollups=bool(settings.rollup_widths),
+                dedupe=settings.dedupe,
             )
         finally:
             await conn.close()
@@ -53,6 +56,16 @@ def create_app(settings: Settings) -> Starlette:
                 _every(MAINTENANCE_INTERVAL, "partition maintenance", storage.maintain, state)
             )
         ]
+        jobs.append(
+            asyncio.create_task(
+                _every(
+                    idempotency.PURGE_INTERVAL,
+                    "idempotency key purge",
+                    lambda conn: idempotency.purge(conn, settings.idempotency_retention),
+                    state,
+                )
+            )
+        )
         if settings.rollup_widths:
             jobs.append(
                 asyncio.create_task(

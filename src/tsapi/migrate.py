@@ -10,6 +10,7 @@ from importlib import resources
 import asyncpg
 import structlog
 
+from tsapi import dedupe
 from tsapi.db import Connection
 from tsapi.settings import Settings
 
@@ -74,6 +75,11 @@ async def upgrade(conn: Connection, settings: Settings) -> list[Migration]:
                 ) from exc
             log.info("applied migration", version=migration.version, name=migration.name)
             applied_now.append(migration)
+        if settings.dedupe != "off":  # what the settings call for, besides the migrations
+            try:
+                await dedupe.ensure_unique_index(conn)
+            except dedupe.DuplicateReadings as exc:
+                raise MigrationError(str(exc)) from exc
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now

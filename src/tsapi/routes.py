@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tsapi import formats, ingest, reader
+from tsapi import formats, idempotency, ingest, reader
 from tsapi.query import parse_readings_query
 from tsapi.state import State
 from tsapi.web import json_response, read_body
@@ -20,8 +20,13 @@ async def post_readings(request: Request) -> Response:
     body = await read_body(request, state.settings.max_body_bytes)
     batch = ingest.parse_json(body, state.settings.max_rows_per_request)
     async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
-        inserted = await state.storage.write(conn, batch)
-    return Response(str(inserted), media_type="application/json")
+
+        async def write() -> Response:
+            inserted = await state.storage.write(conn, batch)
+            return Response(str(inserted), media_type="application/json")
+
+        # Once per Idempotency-Key: a retry of a request that was done answers its answer.
+        return await idempotency.respond(request, conn, body, write)
 
 
 async def get_readings(request: Request) -> Response:

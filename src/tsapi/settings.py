@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     max_rows_per_request: int = Field(
         100_000, ge=1, description="Most readings one POST may carry (413 above)."
     )
+    idempotency_retention: Duration = Field(
+        timedelta(hours=24),
+        description="How long an Idempotency-Key is remembered: a retry within it answers the "
+        "first answer and writes nothing again.",
+    )
+    dedupe: Literal["off", "skip", "replace"] = Field(
+        "off",
+        description="De-duplication on (sensor, ts): off (store every reading), skip (keep the "
+        "stored one) or replace (the new one's value and metadata win); needs a unique index.",
+    )
     default_limit: int = Field(100, ge=1, description="Rows GET /readings answers without ?limit.")
     max_limit: int = Field(10_000, ge=1, description="Largest ?limit GET /readings accepts.")
     pool_min_size: int = Field(2, ge=0, description="Database connections kept open per process.")

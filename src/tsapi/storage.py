@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from tsapi import dedupe
 from tsapi.db import Connection
 from tsapi.ingest import Batch
 from tsapi.rollups import LOG_SQL, spans
@@ -74,6 +75,15 @@ class Partitions:
         missing = [ts for ts in stamps if not self.covers(ts)]
         if not missing:
             return
+        if conn.is_in_transaction():
+            # Partitions made in a transaction (an idempotent request's) vanish if it rolls
+            # back: make them, but leave this view to learn of them once committed.
+            await conn.fetchval(
+                "SELECT tsapi_ensure_partitions($1::timestamptz[], $2::interval)",
+                missing,
+                self.width,
+            )
+            return
         # One stamp per period usually suffices; the full list only where older partitions of
         # another width leave gaps inside a period.
         periods: dict[datetime, list[datetime]] = {}
@@ -115,10 +125,15 @@ class Storage:
         self.layout = layout
         self.partitions = partitions
         self.rollups = rollups
+        self.dedupe: dedupe.Mode = "off"  # how writes treat a (sensor, ts) already stored
 
     @classmethod
     async def open(
-        cls, conn: Connection, partition_interval: timedelta, rollups: bool = True
+        cls,
+        conn: Connection,
+        partition_interval: timedelta,
+        rollups: bool = True,
+        dedupe: dedupe.Mode = "off",
     ) -> "Storage":
         layout = await detect_layout(conn)
         partitions = Partitions(partition_interval)
@@ -126,7 +141,9 @@ class Storage:
             await partitions.refresh(conn)
             await partitions.ensure(conn, _upcoming(partition_interval))
         log.info("storage ready", layout=layout.value)
-        return cls(layout, partitions, rollups)
+        storage = cls(layout, partitions, rollups)
+        storage.dedupe = dedupe
+        return storage
 
     async def maintain(self, conn: Connection) -> None:
         """Create the current and next periods' partitions ahead of their first rows."""
@@ -135,22 +152,30 @@ class Storage:
             await self.partitions.ensure(conn, _upcoming(self.partitions.width))
 
     async def write(self, conn: Connection, batch: Batch) -> int:
-        """Insert every reading of the batch, or none; return how many were inserted."""
+        """Insert every reading of the batch, or none; return how many were inserted (with
+        dedupe: inserted or replaced)."""
         if not len(batch):
             return 0
         stamps = [row[0] for row in batch.timed]
         if self.layout is Layout.PARTITIONED:
             await self.partitions.ensure_batch(conn, stamps, bool(batch.untimed))
         # Timed rows may be older than buckets the rollups already hold: their time ranges are
-        # logged in the same transaction (rows taking now() never are).
+        # logged in the same transaction (rows taking now() never are: a refresh waits for
+        # transactions begun before it, so their now() is in no bucket materialized yet; nor are
+        # the rows they replace with dedupe, which have the same ts).
         late = spans(stamps) if stamps and self.rollups else None
         if late or (batch.timed and batch.untimed):
             async with conn.transaction():
                 if late:
                     await conn.execute(LOG_SQL, *late)
-                await self._copy(conn, batch)
-        else:
-            await self._copy(conn, batch)  # one COPY is atomic by itself
+                return await self._insert(conn, batch)
+        return await self._insert(conn, batch)  # one statement is atomic by itself
+
+    async def _insert(self, conn: Connection, batch: Batch) -> int:
+        if self.dedupe != "off":
+            return await dedupe.insert(conn, batch, self.dedupe)
+        with dedupe.refusing_duplicates():
+            await self._copy(conn, batch)
         return len(batch)
 
     @staticmethod

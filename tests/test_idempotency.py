@@ -1,0 +1,271 @@
+"""Idempotency-Key on POST /readings: a retry answers the first answer and writes nothing again,
+also when it races the first attempt, and after tsapi was killed between commit and answer; the
+same key with another request is refused."""
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import free_port, sql, start_tsapi
+from tsapi import idempotency
+
+SENSOR = "6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5"
+BODY = [{"sensor": SENSOR, "value": n} for n in (1, 2, 3)]  # untimed: now()'s partition exists
+
+
+def count(db_url: str) -> int:
+    total: int = sql(db_url, "SELECT count(*) FROM readings")[0][0]
+    return total
+
+
+def new_key() -> str:
+    return f"test-{uuid.uuid4()}"  # the server's keys outlive each test's emptied readings
+
+
+def post(client: httpx.Client, key: str, body: object = BODY, path: str = "/readings") -> Any:
+    return client.post(path, json=body, headers={"Idempotency-Key": key})
+
+
+def test_a_retry_answers_the_first_answer_and_writes_nothing(
+    api: httpx.Client, db_url: str
+) -> None:
+    key = new_key()
+    first = post(api, key)
+    assert (first.status_code, first.text) == (200, "3")
+    assert "idempotent-replayed" not in first.headers
+    for _ in range(2):
+        retry = post(api, key)
+        assert (retry.status_code, retry.text) == (200, "3")
+        assert retry.headers["content-type"] == "application/json"
+        assert retry.headers["idempotent-replayed"] == "true"
+    assert count(db_url) == 3
+    # Without a key, or with another one, the same body is a new request.
+    assert api.post("/readings", json=BODY).text == "3"
+    assert post(api, new_key()).text == "3"
+    assert count(db_url) == 9
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [([{"sensor": SENSOR, "value": 4}], "/readings"), (BODY, "/readings?again=1")],
+)
+def test_the_same_key_for_another_request_is_a_422_that_changes_nothing(
+    api: httpx.Client, db_url: str, body: object, path: str
+) -> None:
+    key = new_key()
+    assert post(api, key).text == "3"
+    refused = post(api, key, body, path)
+    assert refused.status_code == 422
+    assert refused.json() == {
+        "error": "this Idempotency-Key was already used for a different request; use a new key"
+        " for a new request, and the same key only to retry the same request",
+        "header": "Idempotency-Key",
+    }
+    assert count(db_url) == 3
+    assert post(api, key).headers["idempotent-replayed"] == "true"  # the first one stays
+
+
+def test_a_refused_request_leaves_its_key_unused(api: httpx.Client, db_url: str) -> None:
+    key = new_key()
+    bad = post(api, key, [{"sensor": SENSOR, "value": "many"}])
+    assert bad.status_code == 422
+    fixed = post(api, key)
+    assert (fixed.status_code, fixed.text) == (200, "3")
+    assert "idempotent-replayed" not in fixed.headers
+    assert count(db_url) == 3
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "two\twords"])
+def test_a_malformed_key_is_a_400(api: httpx.Client, db_url: str, key: str) -> None:
+    response = post(api, key)
+    assert response.status_code == 400
+    assert response.json()["header"] == "Idempotency-Key"
+    assert count(db_url) == 0
+
+
+def test_an_expired_key_is_a_new_request_and_is_purged(api: httpx.Client, db_url: str) -> None:
+    key, old = new_key(), new_key()
+    assert post(api, key).text == "3"
+    assert post(api, old).text == "3"
+    sql(
+        db_url,
+        "UPDATE tsapi_idempotency SET created_at = created_at - interval '25 hours'"
+        " WHERE key = ANY($1::text[])",
+        [key, old],
+    )
+    again = post(api, key)  # the default retention is 24 hours
+    assert (again.text, again.headers.get("idempotent-replayed")) == ("3", None)
+    assert count(db_url) == 9
+
+    async def purge() -> int:
+        conn = await asyncpg.connect(db_url)
+        try:
+            return await idempotency.purge(conn, timedelta(hours=24))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(purge()) >= 1
+    kept = sql(db_url, "SELECT key FROM tsapi_idempotency WHERE key = ANY($1::text[])", [key, old])
+    assert [row["key"] for row in kept] == [key]
+
+
+def test_keys_are_scoped_per_identity(db_url: str) -> None:
+    async def run() -> list[tuple[idempotency.Answer, bool]]:
+        conn = await asyncpg.connect(db_url)
+        key, digest = new_key(), idempotency.digest("POST", "/readings", "", "", b"x")
+        results = []
+        try:
+            for identity in ("key-a", "key-b", "key-a"):
+                answer = idempotency.Answer(200, "text/plain", identity.encode())
+
+                async def work(answer: idempotency.Answer = answer) -> idempotency.Answer:
+                    return answer
+
+                results.append(
+                    await idempotency.once(conn, identity, key, digest, timedelta(days=1), work)
+                )
+        finally:
+            await conn.close()
+        return results
+
+    answers = asyncio.run(run())
+    assert [(answer.body, replayed) for answer, replayed in answers] == [
+        (b"key-a", False),
+        (b"key-b", False),
+        (b"key-a", True),
+    ]
+
+
+@pytest.fixture
+def readings_locked(db_url: str) -> Iterator[Callable[[], None]]:
+    """Writes to readings wait until the function given is called (or the test ends)."""
+    ready, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE readings IN SHARE MODE")
+                ready.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.01)
+        finally:
+            await conn.close()
+            done.set()
+
+    thread = threading.Thread(target=asyncio.run, args=(hold(),))
+    thread.start()
+    assert ready.wait(30)
+    yield release.set
+    release.set()
+    thread.join(30)
+
+
+def waiting_backends(db_url: str, count: int) -> list[asyncpg.Record]:
+    """tsapi's backends waiting for a lock, once there are ``count`` of them."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = sql(
+            db_url,
+            "SELECT pid, wait_event FROM pg_stat_activity WHERE application_name = 'tsapi'"
+            " AND wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        if len(rows) == count:
+            return rows
+        time.sleep(0.02)
+    raise AssertionError(f"{count} requests never waited together")
+
+
+def test_a_retry_racing_the_first_attempt_waits_and_answers_its_result(
+    api: httpx.Client, db_url: str, readings_locked: Callable[[], None]
+) -> None:
+    key = new_key()
+    with ThreadPoolExecutor(2) as pool:
+        attempts = [pool.submit(post, api, key) for _ in range(2)]
+        # One waits to write into readings, the other for the first one's key.
+        waits = waiting_backends(db_url, 2)
+        assert sorted(row["wait_event"] for row in waits) == ["relation", "transactionid"]
+        readings_locked()
+        responses = [attempt.result(60) for attempt in attempts]
+    assert [(r.status_code, r.text) for r in responses] == [(200, "3"), (200, "3")]
+    assert sorted(r.headers.get("idempotent-replayed", "") for r in responses) == ["", "true"]
+    assert count(db_url) == 3
+
+
+def test_a_retry_racing_a_first_attempt_that_fails_does_the_work_itself(
+    api: httpx.Client, db_url: str, readings_locked: Callable[[], None]
+) -> None:
+    key = new_key()
+    with ThreadPoolExecutor(2) as pool:
+        attempts = [pool.submit(post, api, key) for _ in range(2)]
+        waits = waiting_backends(db_url, 2)
+        first = next(row["pid"] for row in waits if row["wait_event"] == "relation")
+        sql(db_url, "SELECT pg_terminate_backend($1)", first)
+        waiting_backends(db_url, 1)  # the retry now waits to write, having taken the key
+        readings_locked()
+        responses = sorted(
+            (attempt.result(60) for attempt in attempts), key=lambda r: r.status_code
+        )
+    assert (responses[0].status_code, responses[0].text) == (200, "3")
+    assert "idempotent-replayed" not in responses[0].headers
+    assert responses[1].status_code == 503
+    assert count(db_url) == 3
+
+
+def forward(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+
+
+def test_a_retry_after_tsapi_was_killed_between_commit_and_answer_answers_the_first_answer(
+    backend: str, make_database: Any, tmp_path: Path
+) -> None:
+    url = make_database(backend)
+    log_path = tmp_path / "tsapi.log"
+    server = start_tsapi(url, log_path)
+    key = new_key()
+    # A proxy that passes the request on, and kills tsapi -9 as its answer starts to arrive:
+    # after the commit, before the client has any of the answer.
+    listener = socket.create_server(("127.0.0.1", free_port()))
+    port = server.base_url.rsplit(":", 1)[1]
+
+    def cut() -> None:
+        client, _ = listener.accept()
+        upstream = socket.create_connection(("127.0.0.1", int(port)))
+        threading.Thread(target=forward, args=(client, upstream), daemon=True).start()
+        upstream.recv(1)  # the first byte of the answer
+        server.process.kill()
+        server.process.wait(30)
+        client.close()
+        upstream.close()
+
+    proxy = threading.Thread(target=cut)
+    proxy.start()
+    try:
+        with pytest.raises(httpx.TransportError):
+            post(httpx.Client(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}"), key)
+        proxy.join(30)
+        assert count(url) == 3  # committed, but never answered
+        server = start_tsapi(url, log_path)
+        with httpx.Client(base_url=server.base_url) as client:
+            retry = post(client, key)
+        assert (retry.status_code, retry.text) == (200, "3")
+        assert retry.headers["idempotent-replayed"] == "true"
+        assert count(url) == 3
+    finally:
+        listener.close()
+        server.stop()
