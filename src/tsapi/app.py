@@ -7,7 +7,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from starlette.applications import Starlette
 
-from tsapi import aggregate_routes, db, idempotency, migrate, openapi, routes, sensor_routes
+from tsapi import (
+    aggregate_routes,
+    db,
+    idempotency,
+    metrics,
+    middleware,
+    migrate,
+    openapi,
+    routes,
+    sensor_routes,
+)
 from tsapi.db import Connection
 from tsapi.rollups import Rollups
 from tsapi.settings import Settings
@@ -88,7 +98,9 @@ def create_app(settings: Settings) -> Starlette:
             *sensor_routes.routes,
             *routes.routes,
             *openapi.routes,
+            *metrics.routes,
         ],
+        middleware=middleware.stack(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -4,13 +4,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 import asyncpg
 import click
 import structlog
 from click_default_group import DefaultGroup
 
-from tsapi import server
+from tsapi import keys, middleware, server
 from tsapi.embedded import EmbeddedPostgresError
 from tsapi.logs import configure_logging
 from tsapi.migrate import MigrationError
@@ -89,6 +90,9 @@ cli: click.Group = _cli  # DefaultGroup has no type hints
 def serve(**flags: Any) -> None:
     """Serve the HTTP API (the default command)."""
     settings = _settings(**flags)
+    refusal = middleware.insecure_bind(settings)
+    if refusal is not None:
+        raise click.ClickException(refusal)
     _run("tsapi serve", lambda: server.serve(settings))
 
 
@@ -133,4 +137,67 @@ def rebuild(start: datetime, end: datetime, **flags: Any) -> None:
     click.echo(
         f"rebuilt rollups from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC:"
         f" {written} rollup rows written"
+    )
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Manage the API keys that requests authenticate with."""
+
+
+@keys_group.command("create")
+@database_options
+@click.option(
+    "--scope",
+    required=True,
+    type=click.Choice(keys.SCOPES),
+    help="read: the GET routes; write: POST /readings only; admin: everything.",
+)
+@click.option("--name", help="What or who the key is for, shown by `tsapi keys list`.")
+@click.option(
+    "--sensor",
+    "sensors",
+    multiple=True,
+    type=click.UUID,
+    help="Restrict the key to this sensor's readings; repeat it for more.",
+)
+def create_key(
+    scope: keys.Scope, name: str | None, sensors: tuple[UUID, ...], **flags: Any
+) -> None:
+    """Create a key and print it; it cannot be shown again."""
+    settings = _settings(**flags)
+    key_id, key = _run(
+        "tsapi keys create",
+        lambda: server.on_database(settings, lambda conn: keys.create(conn, scope, name, sensors)),
+    )
+    click.echo(f"created key {key_id} ({scope}); store it now, it cannot be shown again:", err=True)
+    click.echo(key)
+
+
+@keys_group.command("list")
+@database_options
+def list_keys(**flags: Any) -> None:
+    """List the keys, revoked ones included (never their secrets)."""
+    settings = _settings(**flags)
+    found = _run("tsapi keys list", lambda: server.on_database(settings, keys.listing))
+    click.echo("\n".join(keys.table(found)))
+
+
+@keys_group.command("revoke")
+@database_options
+@click.argument("key_id")
+def revoke_key(key_id: str, **flags: Any) -> None:
+    """Revoke a key: every tsapi process refuses it within key_cache_seconds."""
+    settings = _settings(**flags)
+    revoked = _run(
+        "tsapi keys revoke",
+        lambda: server.on_database(settings, lambda conn: keys.revoke(conn, key_id)),
+    )
+    if revoked is None:
+        raise click.ClickException(f"there is no key {key_id}")
+    when, now = revoked
+    click.echo(
+        f"revoked key {key_id}"
+        if now
+        else f"key {key_id} was already revoked on {when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
     )

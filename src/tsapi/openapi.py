@@ -328,8 +328,28 @@ SPEC: dict[str, Any] = {
             }
         },
         **_ANALYTICS_PATHS,
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of the process answering",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus' text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     },
+    "security": [{"apiKey": []}, {}],  # {}: none needed while no key exists (auth = auto)
     "components": {
+        "securitySchemes": {
+            "apiKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A key from `tsapi keys create`, as `Authorization: Bearer <key>` "
+                "(or `Authorization: Token <key>`, as InfluxDB clients send it)",
+            }
+        },
         "schemas": {
             "Reading": {
                 "type": "object",
@@ -360,9 +380,27 @@ SPEC: dict[str, Any] = {
                     },
                 },
             },
-        }
+        },
     },
 }
+
+
+def _describe_auth(spec: dict[str, Any]) -> None:
+    """Probes need no key; every other operation may be refused for its key or its rate."""
+    refusals = {
+        "401": _error("No valid API key, while keys are required (see WWW-Authenticate)"),
+        "403": _error("The key's scope or sensors do not allow this request"),
+        "429": _error("Over the rate limit; retry after Retry-After seconds"),
+    }
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            if path in ("/healthz", "/readyz"):
+                operation["security"] = []
+            else:
+                operation["responses"].update(refusals)
+
+
+_describe_auth(SPEC)
 
 _DOCS_PAGE = """<!doctype html>
 <html lang="en">

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tsapi import formats, idempotency, ingest, reader
+from tsapi import formats, idempotency, ingest, metrics, permissions, reader
 from tsapi.query import parse_readings_query
 from tsapi.state import State
 from tsapi.web import json_response, read_body
@@ -18,11 +18,14 @@ async def post_readings(request: Request) -> Response:
     state: State = request.app.state.tsapi
     # The body is JSON whatever the Content-Type says: `curl -d` labels it a form.
     body = await read_body(request, state.settings.max_body_bytes)
-    batch = ingest.parse_json(body, state.settings.max_rows_per_request)
+    with metrics.counting_rejections():
+        batch = ingest.parse_json(body, state.settings.max_rows_per_request)
+    permissions.check_writes(request.scope, batch)
     async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
 
         async def write() -> Response:
             inserted = await state.storage.write(conn, batch)
+            metrics.READINGS_INGESTED.inc(inserted)
             return Response(str(inserted), media_type="application/json")
 
         # Once per Idempotency-Key: a retry of a request that was done answers its answer.

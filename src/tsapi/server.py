@@ -4,9 +4,10 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from types import FrameType
+from typing import TypeVar
 
 import structlog
 import uvicorn
@@ -21,6 +22,8 @@ from tsapi.settings import Settings, redact_url
 log = structlog.get_logger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+T = TypeVar("T")
 
 
 class Stopped(BaseException):
@@ -71,6 +74,7 @@ def serve(settings: Settings) -> None:
                 log_config=None,
                 access_log=False,
                 server_header=False,
+                timeout_keep_alive=ready.keep_alive_timeout,
                 lifespan="on",
             )
             _Server(config).run()
@@ -109,3 +113,19 @@ def rebuild_rollups(settings: Settings, start: datetime, end: datetime) -> int:
     """Recompute the rollups over [start, end) from the readings; the rows written."""
     with database(settings) as ready:
         return asyncio.run(_rebuild_rollups(ready, start, end))
+
+
+async def _on_database(ready: Settings, action: Callable[[db.Connection], Awaitable[T]]) -> T:
+    conn = await db.connect(ready)
+    try:
+        await migrate.upgrade(conn, ready)
+        return await action(conn)
+    finally:
+        await conn.close()
+
+
+def on_database(settings: Settings, action: Callable[[db.Connection], Awaitable[T]]) -> T:
+    """What ``action`` returns on a connection to the up-to-date database (an embedded one is
+    started for it, and so needs its data directory not to be in use)."""
+    with database(settings) as ready:
+        return asyncio.run(_on_database(ready, action))

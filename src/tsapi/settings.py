@@ -55,6 +55,7 @@ def _split_commas(value: object) -> object:
 
 
 Durations = Annotated[tuple[Duration, ...], NoDecode, BeforeValidator(_split_commas)]
+Origins = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
 class Settings(BaseSettings):
@@ -121,6 +122,41 @@ class Settings(BaseSettings):
     )
     statement_timeout: float = Field(
         30.0, gt=0, description="Seconds a query may run before it is cancelled (503)."
+    )
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="Whether requests need an API key: auto (as soon as any key exists), "
+        "required, or off.",
+    )
+    allow_insecure_bind: bool = Field(
+        False,
+        description="Insecure: serve on a non-loopback host although auth is not required.",
+    )
+    key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds each process remembers an API key lookup: a revoked key is "
+        "refused within this time.",
+    )
+    rate_limit: str | None = Field(
+        None,
+        pattern=r"^[1-9][0-9]*/[smh]$",
+        description="Requests per key (per client address without one), per process: N/s, N/m "
+        "or N/h; unset: no limit.",
+    )
+    rate_limit_burst: int | None = Field(
+        None, ge=1, description="Requests a client may make at once; unset: rate_limit's N."
+    )
+    cors_origins: Origins | None = Field(
+        None,
+        description="Origins browsers may call the API from, comma-separated (* for any); "
+        "unset: none.",
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client has to send a request's body (408 after)."
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection is kept open."
     )
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tsapi.errors import ApiError
+from tsapi.metrics import DATABASE_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unavailable(request: Request, exc: Exception) -> Response:
+    DATABASE_ERRORS.labels("unavailable").inc()
     log.warning("database unavailable", error=type(exc).__name__, path=request.url.path)
     return json_response(
         {"error": "the database is unavailable; retry shortly"}, 503, {"Retry-After": "1"}
@@ -64,6 +66,7 @@ async def unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def too_slow(request: Request, exc: Exception) -> Response:
+    DATABASE_ERRORS.labels("timeout").inc()
     seconds = request.app.state.tsapi.settings.statement_timeout
     return json_response(
         {
