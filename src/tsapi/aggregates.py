@@ -124,14 +124,10 @@ async def run_aggregate(
                 tuple(row) for row in await conn.fetch("SELECT lo, hi FROM tsapi_rollup_log")
             ]
         segments = plan((start, end), usable, materialized, pending)
-        rows = [dict(row) for row in await conn.fetch(*_unpack(aggregate_sql(query, segments)))]
+        sql, args = aggregate_sql(query, segments)
+        rows = [dict(row) for row in await conn.fetch(sql, *args)]
         if query.fill == "none":
             return rows
         series_sql, args = bucket_series_sql(query, start, end)
         buckets = [row[0] for row in await conn.fetch(series_sql, *args)]
         return fill_gaps(rows, buckets, query)
-
-
-def _unpack(sql_and_args: tuple[str, list[object]]) -> list[Any]:
-    sql, args = sql_and_args
-    return [sql, *args]
