@@ -1,6 +1,7 @@
 """The ``tsapi`` command. It only parses options and delegates; ``serve`` is the default."""
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,8 +12,9 @@ import click
 import structlog
 from click_default_group import DefaultGroup
 
-from tsapi import keys, middleware, server
+from tsapi import exporter, import_sources, importer, keys, middleware, server
 from tsapi.embedded import EmbeddedPostgresError
+from tsapi.errors import ApiError
 from tsapi.logs import configure_logging
 from tsapi.migrate import MigrationError
 from tsapi.settings import Settings, SettingsError, load_settings
@@ -201,3 +203,134 @@ def revoke_key(key_id: str, **flags: Any) -> None:
         if now
         else f"key {key_id} was already revoked on {when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
     )
+
+
+def http_options(command: F) -> F:
+    """Options of commands that may go through a running tsapi's HTTP API."""
+    for option in reversed(
+        [
+            click.option(
+                "--url",
+                help="A running tsapi to go through, e.g. http://127.0.0.1:8000"
+                " (default: the configured host and port).",
+            ),
+            click.option("--token", help="API key, sent as Authorization: Bearer."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _on_ready(settings: Settings, action: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """What ``action`` returns, given settings pointing at a running database (an embedded one
+    is started for it, and so needs its data directory not to be in use)."""
+    with server.database(settings) as ready:
+        return asyncio.run(action(ready))
+
+
+def _url(settings: Settings, url: str | None) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return url or f"http://{host}:{settings.port}"
+
+
+@cli.command("import")
+@database_options
+@http_options
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(import_sources.FORMATS), help="Default: by name."
+)
+@click.option("--direct", is_flag=True, help="Write into the database, not through --url.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--bucket", default="import", show_default=True, help="Line protocol's bucket.")
+@click.option(
+    "--precision",
+    type=click.Choice(list(import_sources.PRECISIONS)),
+    default="ns",
+    show_default=True,
+    help="Line protocol's timestamps' unit.",
+)
+def import_readings(
+    files: tuple[str, ...],
+    fmt: str | None,
+    bucket: str,
+    precision: str,
+    url: str | None,
+    token: str | None,
+    direct: bool,
+    chunk_size: int,
+    retries: int,
+    **flags: Any,
+) -> None:
+    """Import readings from FILES (JSON, NDJSON, CSV or line protocol, gzipped or not; - for
+    stdin) in chunks, each written once: run it again after an interruption to resume."""
+    settings = _settings(log_level="warning", **flags)
+    try:
+        sources = importer.open_sources(files, fmt, bucket, precision)
+        started = importer.clock()
+        if direct:
+            totals = _run(
+                "tsapi import",
+                lambda: _on_ready(
+                    settings, lambda ready: importer.run_direct(ready, sources, chunk_size)
+                ),
+            )
+        else:
+            run = importer.run_http(_url(settings, url), token, retries, sources, chunk_size)
+            totals = asyncio.run(run)
+    except import_sources.SourceError as exc:
+        raise click.ClickException(
+            f"{exc}; what came before it in whole chunks was written: fix it and run the same"
+            " command again to resume"
+        ) from None
+    except (OSError, importer.ImportStopped) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(importer.summary(files, totals, importer.clock() - started))
+
+
+@cli.command("export")
+@database_options
+@http_options
+@click.option("--sensor", "sensors", multiple=True, help="Only this sensor (repeat for more).")
+@click.option("--from", "start", help="Earliest ts, inclusive: RFC 3339 or relative (-1d).")
+@click.option("--to", "end", help="Latest ts, exclusive: RFC 3339 or relative.")
+@click.option("--metadata", help="A JSON object the readings' metadata must contain.")
+@click.option("--order", type=click.Choice(["asc", "desc"]), default="asc", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(exporter.FORMATS), help="Default: by name.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--direct", is_flag=True, help="Read the database, not through --url.")
+def export_readings(
+    sensors: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    metadata: str | None,
+    order: str,
+    fmt: str | None,
+    output: Path | None,
+    url: str | None,
+    token: str | None,
+    direct: bool,
+    **flags: Any,
+) -> None:
+    """Export readings as CSV, NDJSON or JSON, to stdout or --output, streamed."""
+    settings = _settings(log_level="warning", **flags)
+    params = exporter.parameters(
+        sensors, start, end, metadata, order, exporter.format_of(output, fmt)
+    )
+    try:
+        exporter.query_of(params, settings)  # bad parameters stop it before anything starts
+        with exporter.destination(output) as write:
+            if direct:
+                _run(
+                    "tsapi export",
+                    lambda: _on_ready(
+                        settings, lambda ready: exporter.from_database(ready, params, write)
+                    ),
+                )
+            else:
+                asyncio.run(exporter.from_http(_url(settings, url), token, params, write))
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from None
+    except (OSError, exporter.ExportError) as exc:
+        raise click.ClickException(str(exc)) from None

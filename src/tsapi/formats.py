@@ -167,6 +167,14 @@ def stream(
     return _Streamed(_chunks(_Writer(output, table), batches), resources, output.format.value)
 
 
+def encode(
+    output: Output, table: Table[Row], batches: AsyncIterator[Sequence[Row]]
+) -> AsyncGenerator[bytes]:
+    """The bytes of an answer of every row of ``batches``, as they come, to write elsewhere
+    than to an HTTP answer (``tsapi export``)."""
+    return _chunks(_Writer(output, table), batches)
+
+
 async def _chunks(
     writer: _Writer[Row], batches: AsyncIterator[Sequence[Row]]
 ) -> AsyncGenerator[bytes]:
