@@ -9,8 +9,8 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Clamped, Context, Decimal, InvalidOperation, Overflow, Rounded
+from typing import Annotated, Any
 
 import msgspec
 
@@ -21,6 +21,9 @@ MAX_REPORTED_ERRORS = 100
 # PostgreSQL numeric: up to 131072 digits before the decimal point and 16383 after.
 _MAX_ADJUSTED_EXPONENT = 131071
 _MIN_EXPONENT = -16383
+# Rounding a value in this context flags it (Rounded, Clamped or Overflow) if numeric cannot hold
+# it, and also if it has over 1000 digits: a batch with flagged values is checked value by value.
+_NUMERIC_RANGE = Context(prec=1000, Emax=_MAX_ADJUSTED_EXPONENT, Emin=_MIN_EXPONENT + 999, traps=[])
 
 # asyncpg sends these two instants as -infinity and infinity, so they cannot be stored as given.
 _FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
@@ -29,15 +32,24 @@ TS_RANGE_REASON = "must be after 0001-01-01T00:00:00Z and before 9999-12-31T23:5
 
 SHAPE_HINT = "the body must be a JSON array of readings, or a single reading object"
 
-Timed = tuple[datetime, uuid.UUID, bytes | None, Decimal]
-Untimed = tuple[uuid.UUID, bytes | None, Decimal]
+# A sensor is a UUID, or its canonical text (which asyncpg encodes without a Python call).
+Sensor = uuid.UUID | str
+Timed = tuple[datetime, Sensor, bytes | None, Decimal]
+Untimed = tuple[Sensor, bytes | None, Decimal]
+
+# The fast path takes sensors in the canonical form only: 36 characters, checked a whole batch at a
+# time. Other spellings that uuid.UUID takes go to the thorough pass, as do invalid ones.
+_CanonicalUuid = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
+_HEX = "[0-9a-fA-F]"
+_CANONICAL_UUIDS = re.compile(f"(?:{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})*")
+_NULL = msgspec.Raw(b"null")
 
 
-class _Reading(msgspec.Struct):
-    sensor: uuid.UUID
+class _Reading(msgspec.Struct, gc=False):  # no reference cycles: the collector need not track it
+    sensor: _CanonicalUuid
     value: Decimal
     ts: datetime | None = None
-    metadata: msgspec.Raw = msgspec.Raw(b"null")
+    metadata: msgspec.Raw = _NULL
 
 
 _fast_decoder = msgspec.json.Decoder(list[_Reading] | _Reading)
@@ -77,25 +89,26 @@ def parse_json(body: bytes, max_rows: int) -> Batch:
         return _parse_thoroughly(body, max_rows)
     readings = decoded if isinstance(decoded, list) else [decoded]
     _check_row_count(len(readings), max_rows)
+    if not _all_storable([reading.value for reading in readings]) or not _CANONICAL_UUIDS.fullmatch(
+        "".join([reading.sensor for reading in readings])
+    ):
+        return _parse_thoroughly(body, max_rows)
     batch = Batch()
     for reading in readings:
-        value, metadata = reading.value, bytes(reading.metadata)
-        if (
-            not _is_storable(value)
-            or metadata[:1] not in (b"{", b"n")
-            or _MAYBE_UNSTORABLE_JSON.search(metadata)
-        ):
-            return _parse_thoroughly(body, max_rows)
-        stored_metadata = None if metadata == b"null" else metadata
+        stored_metadata: bytes | None = None
+        if reading.metadata != _NULL:
+            stored_metadata = bytes(reading.metadata)
+            if stored_metadata[:1] != b"{" or _MAYBE_UNSTORABLE_JSON.search(stored_metadata):
+                return _parse_thoroughly(body, max_rows)
         ts = reading.ts
         if ts is None:
-            batch.untimed.append((reading.sensor, stored_metadata, value))
+            batch.untimed.append((reading.sensor, stored_metadata, reading.value))
         else:
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=UTC)
             if ts.year in (1, 9999) and not _FIRST_INSTANT < ts < _LAST_INSTANT:
                 return _parse_thoroughly(body, max_rows)
-            batch.timed.append((ts, reading.sensor, stored_metadata, value))
+            batch.timed.append((ts, reading.sensor, stored_metadata, reading.value))
     return batch
 
 
@@ -209,6 +222,17 @@ def _parse_ts(raw: object, index: int, errors: list[RowError]) -> datetime | Non
         pass
     errors.append(RowError(index, "ts", f"{_clip(raw)} {TS_RANGE_REASON}"))
     return None
+
+
+def _all_storable(values: list[Decimal]) -> bool:
+    """Whether numeric can hold every value; one C call per value where it is plain that it can."""
+    context = _NUMERIC_RANGE.copy()
+    if all(map(Decimal.is_finite, values)):
+        for _ in map(context.plus, values):
+            pass
+        if not (context.flags[Rounded] or context.flags[Clamped] or context.flags[Overflow]):
+            return True
+    return all(map(_is_storable, values))
 
 
 def _is_storable(value: Decimal) -> bool:
