@@ -116,3 +116,15 @@ def test_an_export_imports_back_exactly(
     result = tsapi_cli("export", "--direct", "--database-url", other, "-o", str(again))
     assert result.returncode == 0, result.stderr
     assert again.read_bytes() == exported.read_bytes()
+
+
+def test_an_output_closed_early_is_a_clear_error(api: httpx.Client, tsapi: Tsapi) -> None:
+    seed(api)
+    command = [sys.executable, "-m", "tsapi", "export", "--url", tsapi.base_url]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ts,sensor,value,metadata\r\n"
+    process.stdout.close()  # as `tsapi export | head -1` does
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert stderr == b"Error: the export was cut short: its output was closed\n"

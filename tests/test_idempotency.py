@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests import keyring
 from tests.conftest import free_port, sql, start_tsapi
 from tsapi import idempotency
 
@@ -268,4 +269,32 @@ def test_a_retry_after_tsapi_was_killed_between_commit_and_answer_answers_the_fi
         assert count(url) == 3
     finally:
         listener.close()
+        server.stop()
+
+
+def test_with_api_keys_each_key_has_its_own_idempotency_keys(
+    make_database: Any, tmp_path: Path
+) -> None:
+    server = keyring.serve(make_database, tmp_path)
+    try:
+        one, two = (keyring.make_key(server.database_url, "write") for _ in range(2))
+        key = new_key()
+        with httpx.Client(base_url=server.base_url) as client:
+
+            def send(api_key: str, body: object) -> httpx.Response:
+                headers = {**keyring.bearer(api_key), "Idempotency-Key": key}
+                return client.post("/readings", json=body, headers=headers)
+
+            first = send(one, BODY)
+            other = send(two, [{"sensor": SENSOR, "value": 9}])  # the same key, another client
+            again = send(one, BODY)
+        assert (first.text, other.text, again.text) == ("3", "1", "3")
+        assert "idempotent-replayed" not in other.headers
+        assert again.headers["idempotent-replayed"] == "true"
+        assert count(server.database_url) == 4
+        identities = sql(server.database_url, "SELECT identity FROM tsapi_idempotency")
+        assert sorted(row["identity"] for row in identities) == sorted(
+            k.split("_")[1] for k in (one, two)
+        )
+    finally:
         server.stop()

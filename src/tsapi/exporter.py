@@ -100,8 +100,8 @@ def _error(response: httpx.Response) -> str:
 def destination(output: Path | None) -> Iterator[Write]:
     """Where the bytes go: stdout, or a file that appears, whole, only once all is written."""
     if output is None:
-        yield sys.stdout.buffer.write
-        sys.stdout.buffer.flush()
+        yield _to_stdout
+        _to_stdout(b"")
         return
     partial = output.with_name(f".{output.name}.partial")
     try:
@@ -110,6 +110,16 @@ def destination(output: Path | None) -> Iterator[Write]:
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _to_stdout(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        if not data:
+            sys.stdout.buffer.flush()
+    except BrokenPipeError:  # `tsapi export | head`: the reader took all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        raise ExportError("the export was cut short: its output was closed") from None
 
 
 def format_of(output: Path | None, given: str | None) -> str:

@@ -74,25 +74,32 @@ class Source:
     def __init__(self, name: str, fmt: str, parser_args: tuple[Any, ...] = ()) -> None:
         self.name, self.format = name, fmt
         self.parser_args = parser_args  # line protocol: ({"bucket": name}, precision in ns)
-        self._raw: IO[bytes] = sys.stdin.buffer if name == "-" else Path(name).open("rb")  # noqa: SIM115
-        self.size = None if name == "-" else Path(name).stat().st_size
-        magic = self._raw.peek(2)[:2] if isinstance(self._raw, io.BufferedReader) else b""
-        self._stream: IO[bytes] = self._raw
-        if magic == _GZIP_MAGIC:
-            self._stream = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw))
+        self.size = None if name == "-" else Path(name).stat().st_size  # missing: an error now
+        self._raw: IO[bytes] | None = None
+        self._stream: IO[bytes] = io.BytesIO()
 
     def position(self) -> int:
         """Bytes read from the file itself so far (compressed ones for a gzipped file)."""
+        if self._raw is None:
+            return 0
         try:
             return self._raw.tell()
-        except OSError:  # a pipe
-            return 0
-
-    def close(self) -> None:
-        if self.name != "-":
-            self._raw.close()
+        except (OSError, ValueError):  # a pipe; a file read and closed
+            return self.size or 0
 
     def chunks(self, size: int) -> Iterator[Chunk]:
+        self._raw = sys.stdin.buffer if self.name == "-" else Path(self.name).open("rb")  # noqa: SIM115
+        try:
+            magic = self._raw.peek(2)[:2] if isinstance(self._raw, io.BufferedReader) else b""
+            self._stream = self._raw
+            if magic == _GZIP_MAGIC:
+                self._stream = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw))
+            yield from self._chunks(size)
+        finally:
+            if self.name != "-":
+                self._raw.close()
+
+    def _chunks(self, size: int) -> Iterator[Chunk]:
         hashed = hashlib.sha256(self.format.encode())
         parts = self._json(size) if self.format == "json" else self._lines(size)
         for index, (text, rows, lines) in enumerate(parts):

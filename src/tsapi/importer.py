@@ -3,6 +3,7 @@ straight into the database, each chunk under its idempotency key: an import run 
 interruption skips what was written and writes the rest, so nothing is written twice."""
 
 import asyncio
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class DirectTarget:
 
     async def write(self, chunk: Chunk, name: str) -> tuple[int, bool]:
         try:
-            batch = ingest.parse_json(chunk.body, max(chunk.rows, 1))
+            batch = ingest.parse_json(chunk.body, sys.maxsize)  # a chunk is never too long here
         except ApiError as exc:
             raise ImportStopped(_describe(name, chunk, exc.status, exc.body())) from None
         # The same digest as the HTTP request for the chunk: either way, it is written once.
@@ -171,8 +172,12 @@ def open_sources(
     names: Sequence[str], fmt: str | None, bucket: str, precision: str
 ) -> list[Source]:
     """The inputs; line protocol is read as POST /api/v2/write?bucket=&precision= reads it."""
-    args = ({"bucket": bucket}, PRECISIONS[precision])
-    return [Source(name, format_of(name, fmt), args) for name in names]
+    sources = []
+    for name in names:
+        found = format_of(name, fmt)
+        args = ({"bucket": bucket}, PRECISIONS[precision]) if found == "line" else ()
+        sources.append(Source(name, found, args))
+    return sources
 
 
 def summary(names: Sequence[str], totals: Totals, seconds: float) -> str:
