@@ -1,0 +1,199 @@
+"""Issue #3's query shapes over a table of sensors reading every 10 s: each through tsapi and as
+the equivalent SQL straight on the raw rows, in the same run. Single-client p50/p99 latency, and
+requests/s from 8 concurrent clients.
+
+Run from the repository root: ``python -m benchmarks.shapes [--rows 10000000] [--duration 5]``.
+"""
+
+import asyncio
+import functools
+import statistics
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from benchmarks.common import (
+    CLIENTS,
+    argument_parser,
+    describe,
+    direct_load,
+    fresh_database,
+    http_load,
+    parse,
+    run_async,
+    running_tsapi,
+)
+from tsapi.db import Connection
+
+SENSORS = 1_000
+STEP_SECONDS = 10
+SAMPLES = 200  # single-client requests per shape for p50/p99
+SENSOR = "00000000-0000-0000-0000-000000000007"
+ORIGIN = "timestamptz '0001-01-01 00:00:00+00'"
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    path: str  # through tsapi
+    sql: str  # the same answer computed directly from the raw rows
+
+
+SHAPES = [
+    Shape(
+        "latest 100 rows",
+        "/readings?limit=100",
+        "SELECT ts, sensor, metadata, value FROM readings ORDER BY ts DESC LIMIT 100",
+    ),
+    Shape(
+        "one sensor, raw, 1 h",
+        f"/readings?sensor={SENSOR}&from=-1h&limit=10000",
+        "SELECT ts, sensor, metadata, value FROM readings"  # noqa: S608 - constants only
+        f" WHERE sensor = '{SENSOR}' AND ts >= now() - interval '1 hour' ORDER BY ts DESC",
+    ),
+    Shape(
+        "one sensor, hourly avg/min/max, 24 h",
+        f"/readings/aggregate?bucket=1h&fn=avg,min,max&sensor={SENSOR}&from=-24h",
+        f"SELECT date_bin('1 hour', ts, {ORIGIN}) AS bucket, avg(value), min(value), max(value)"  # noqa: S608
+        f" FROM readings WHERE sensor = '{SENSOR}' AND ts >= now() - interval '24 hours'"
+        " GROUP BY 1 ORDER BY 1",
+    ),
+    Shape(
+        "latest value of every sensor",
+        "/readings/latest",
+        "SELECT DISTINCT ON (sensor) ts, sensor, metadata, value FROM readings"
+        " ORDER BY sensor, ts DESC, value DESC",
+    ),
+    Shape(
+        "per-minute avg of all sensors, 1 h",
+        "/readings/aggregate?bucket=1m&fn=avg&group=none&from=-1h",
+        f"SELECT date_bin('1 minute', ts, {ORIGIN}) AS bucket, avg(value) FROM readings"  # noqa: S608
+        " WHERE ts >= now() - interval '1 hour' GROUP BY 1 ORDER BY 1",
+    ),
+]
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--rows", type=int, default=10_000_000, help="readings (10000000)")
+    args = parse(parser)
+    with (
+        tempfile.TemporaryDirectory(prefix="tsapi-bench-") as tmp,
+        fresh_database(args.database_url) as database_url,
+        running_tsapi(database_url, Path(tmp) / "tsapi.log") as tsapi,
+    ):
+        machine = run_async(describe(database_url, embedded=args.database_url is None))
+        began = time.monotonic()
+        run_async(_load(database_url, args.rows))
+        print(
+            f"loaded {args.rows:,} readings and their rollups in {time.monotonic() - began:.0f} s"
+        )
+        table = [("shape", "side", "p50 ms", "p99 ms", f"req/s ({CLIENTS} clients)", "p50 ratio")]
+        for shape in SHAPES:
+            url = f"{tsapi.base_url}{shape.path}"
+            served = _latencies(functools.partial(_get, url))
+            direct = run_async(_direct_latencies(database_url, shape.sql))
+            served_rate = http_load(args.client, url, None, args.duration, Path(tmp)).rate
+            direct_rate = run_async(direct_load(database_url, args.duration, _query(shape.sql)))
+            ratio = statistics.median(served) / statistics.median(direct)
+            for side, times, rate in (
+                ("tsapi", served, served_rate),
+                ("direct SQL", direct, direct_rate.rate),
+            ):
+                table.append(
+                    (
+                        shape.name,
+                        side,
+                        f"{statistics.median(times):.2f}",
+                        f"{_p99(times):.2f}",
+                        f"{rate:,.0f}",
+                        f"{ratio:.2f}" if side == "tsapi" else "",
+                    )
+                )
+    print(f"tsapi query shapes: {machine}")
+    print(f"{args.rows:,} readings: {SENSORS} sensors every {STEP_SECONDS} s up to now")
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        response.read()
+
+
+def _latencies(request: Callable[[], None]) -> list[float]:
+    request()  # warm
+    times = []
+    for _ in range(SAMPLES):
+        start = time.perf_counter()
+        request()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+async def _direct_latencies(database_url: str, sql: str) -> list[float]:
+    conn: Connection = await asyncpg.connect(database_url)
+    try:
+        await conn.fetch(sql)
+        times = []
+        for _ in range(SAMPLES):
+            start = time.perf_counter()
+            await conn.fetch(sql)
+            times.append((time.perf_counter() - start) * 1000)
+        return times
+    finally:
+        await conn.close()
+
+
+def _query(sql: str) -> Callable[[Connection, int], Awaitable[int]]:
+    async def run(conn: Connection, index: int) -> int:
+        await conn.fetch(sql)
+        return 1
+
+    return run
+
+
+def _p99(times: list[float]) -> float:
+    return sorted(times)[int(len(times) * 0.99) - 1]
+
+
+async def _load(database_url: str, count: int) -> None:
+    """Readings generated in the database itself, ending now; then the rollups tsapi keeps for
+    them (its refresher materializes the history) and fresh statistics."""
+    steps = count // SENSORS
+    conn: Connection = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "SELECT tsapi_ensure_partitions(ARRAY(SELECT generate_series("
+            f"now() - interval '{steps * STEP_SECONDS} seconds' - interval '1 day', now(),"
+            " interval '1 day')), interval '1 day')"
+        )
+        for first in range(0, steps, 500):
+            await conn.execute(
+                "INSERT INTO readings (ts, sensor, metadata, value)"  # noqa: S608
+                f" SELECT date_bin('{STEP_SECONDS} seconds', now(), {ORIGIN})"
+                f" - n * interval '{STEP_SECONDS} seconds',"
+                " ('00000000-0000-0000-0000-' || lpad(s::text, 12, '0'))::uuid,"
+                " jsonb_build_object('room', 'r' || s % 50), round((random() * 100)::numeric, 2)"
+                f" FROM generate_series($1::int, $2::int) AS n, generate_series(1, {SENSORS}) AS s",
+                first,
+                min(first + 499, steps - 1),
+            )
+        await conn.execute("ANALYZE")
+        while await conn.fetchval(
+            "SELECT min(materialized) < now() - interval '2 hours' FROM tsapi_rollup_state"
+        ):
+            await asyncio.sleep(1)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    main()
