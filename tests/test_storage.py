@@ -3,7 +3,7 @@ from today, and around partitions made with another width. Rows never fail for w
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -156,3 +156,65 @@ def test_a_batch_is_all_or_nothing_when_the_database_refuses_part_of_it(
 def test_storage_is_reported_by_readyz(api: httpx.Client, backend: str) -> None:
     expected = "hypertable" if backend == "timescale" else "partitioned"
     assert api.get("/readyz").json()["storage"] == expected
+
+
+async def write_stream(url: str, *batches: Batch, fail_after: int | None = None) -> int:
+    """Write the batches with write_stream; the iterator raises after ``fail_after`` of them."""
+
+    async def stream() -> AsyncIterator[Batch]:
+        for index, batch in enumerate(batches):
+            if index == fail_after:
+                raise RuntimeError("a bad line, found after some batches were written")
+            yield batch
+
+    conn = await db.connect(Settings(database_url=url))
+    try:
+        storage = await Storage.open(conn, timedelta(days=1))
+        return await storage.write_stream(conn, stream())
+    finally:
+        await conn.close()
+
+
+def test_write_stream_writes_every_batch_in_one_transaction(fresh_db: str) -> None:
+    batches = [batch_at(at(f"2019-0{month}-01T12:00")) for month in range(1, 6)]
+    assert asyncio.run(write_stream(fresh_db, *batches)) == 5
+    assert sql(fresh_db, "SELECT count(*) FROM readings")[0][0] == 5
+    assert len([p for p in partitions(fresh_db) if p[0].startswith("2019")]) == 5
+    assert asyncio.run(write_stream(fresh_db)) == 0
+    assert asyncio.run(write_stream(fresh_db, batch_at(at("2019-01-01T13:00")))) == 1
+
+
+@pytest.mark.parametrize("fail_after", [1, 2, 4])
+def test_write_stream_writes_nothing_when_the_batches_fail_midway(
+    fresh_db: str, fail_after: int
+) -> None:
+    batches = [batch_at(at(f"2018-0{month}-01T12:00")) for month in range(1, 6)]
+    with pytest.raises(RuntimeError):
+        asyncio.run(write_stream(fresh_db, *batches, fail_after=fail_after))
+    assert sql(fresh_db, "SELECT count(*) FROM readings")[0][0] == 0
+    # The same periods again, as a retry would: the partitions made and rolled back are made anew.
+    assert asyncio.run(write_stream(fresh_db, *batches)) == 5
+
+
+def test_write_stream_in_an_outer_transaction_is_undone_with_it(fresh_db: str) -> None:
+    async def in_outer_transaction() -> int:
+        conn = await db.connect(Settings(database_url=fresh_db))
+        try:
+            storage = await Storage.open(conn, timedelta(days=1))
+
+            async def stream() -> AsyncIterator[Batch]:
+                for day in range(1, 4):
+                    yield batch_at(at(f"2017-01-0{day}T12:00"))
+
+            transaction = conn.transaction()
+            await transaction.start()
+            written = await storage.write_stream(conn, stream())
+            inside = await conn.fetchval("SELECT count(*) FROM readings")
+            await transaction.rollback()
+            assert inside == written
+            return written
+        finally:
+            await conn.close()
+
+    assert asyncio.run(in_outer_transaction()) == 3
+    assert sql(fresh_db, "SELECT count(*) FROM readings")[0][0] == 0

@@ -41,7 +41,7 @@ Untimed = tuple[Sensor, bytes | None, Decimal]
 # time. Other spellings that uuid.UUID takes go to the thorough pass, as do invalid ones.
 _CanonicalUuid = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
 _HEX = "[0-9a-fA-F]"
-_CANONICAL_UUIDS = re.compile(f"(?:{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})*")
+CANONICAL_UUIDS = re.compile(f"(?:{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})*")
 _NULL = msgspec.Raw(b"null")
 
 
@@ -53,6 +53,7 @@ class _Reading(msgspec.Struct, gc=False):  # no reference cycles: the collector 
 
 
 _fast_decoder = msgspec.json.Decoder(list[_Reading] | _Reading)
+_line_decoder = msgspec.json.Decoder(_Reading)
 _any_decoder = msgspec.json.Decoder(float_hook=Decimal)
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
@@ -89,17 +90,34 @@ def parse_json(body: bytes, max_rows: int) -> Batch:
         return _parse_thoroughly(body, max_rows)
     readings = decoded if isinstance(decoded, list) else [decoded]
     _check_row_count(len(readings), max_rows)
-    if not _all_storable([reading.value for reading in readings]) or not _CANONICAL_UUIDS.fullmatch(
+    batch = _batch_of(readings)
+    return _parse_thoroughly(body, max_rows) if batch is None else batch
+
+
+def parse_lines(block: bytes, count: int) -> Batch | None:
+    """The readings of ``count`` NDJSON lines (blank ones aside) by the fast path, or None if any
+    line is for the thorough pass, which parse_row does a line at a time."""
+    try:
+        readings = _line_decoder.decode_lines(block)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    # A line holding two objects would pass for two lines.
+    return _batch_of(readings) if len(readings) == count else None
+
+
+def _batch_of(readings: list[_Reading]) -> Batch | None:
+    """The decoded readings as a batch, or None if any needs the thorough pass's judgement."""
+    if not all_storable([reading.value for reading in readings]) or not CANONICAL_UUIDS.fullmatch(
         "".join([reading.sensor for reading in readings])
     ):
-        return _parse_thoroughly(body, max_rows)
+        return None
     batch = Batch()
     for reading in readings:
         stored_metadata: bytes | None = None
         if reading.metadata != _NULL:
             stored_metadata = bytes(reading.metadata)
             if stored_metadata[:1] != b"{" or _MAYBE_UNSTORABLE_JSON.search(stored_metadata):
-                return _parse_thoroughly(body, max_rows)
+                return None
         ts = reading.ts
         if ts is None:
             batch.untimed.append((reading.sensor, stored_metadata, reading.value))
@@ -107,7 +125,7 @@ def parse_json(body: bytes, max_rows: int) -> Batch:
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=UTC)
             if ts.year in (1, 9999) and not _FIRST_INSTANT < ts < _LAST_INSTANT:
-                return _parse_thoroughly(body, max_rows)
+                return None
             batch.timed.append((ts, reading.sensor, stored_metadata, reading.value))
     return batch
 
@@ -126,7 +144,7 @@ def _parse_thoroughly(body: bytes, max_rows: int) -> Batch:
     batch = Batch()
     errors: list[RowError] = []
     for index, row in enumerate(decoded):
-        _parse_row(index, row, batch, errors)
+        parse_row(index, row, batch, errors)
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
     if errors:
@@ -139,7 +157,7 @@ def _parse_thoroughly(body: bytes, max_rows: int) -> Batch:
     return batch
 
 
-def _parse_row(index: int, row: object, batch: Batch, errors: list[RowError]) -> None:
+def parse_row(index: int, row: object, batch: Batch, errors: list[RowError]) -> None:
     if not isinstance(row, dict):
         errors.append(RowError(index, None, f"must be a JSON object, not a {_json_type(row)}"))
         return
@@ -190,7 +208,7 @@ def _parse_value(raw: object, index: int, errors: list[RowError]) -> Decimal | N
     except InvalidOperation:
         errors.append(RowError(index, "value", f"{_clip(str(raw))} is not a number"))
         return None
-    if not _is_storable(value):
+    if not is_storable(value):
         errors.append(
             RowError(
                 index,
@@ -224,7 +242,7 @@ def _parse_ts(raw: object, index: int, errors: list[RowError]) -> datetime | Non
     return None
 
 
-def _all_storable(values: list[Decimal]) -> bool:
+def all_storable(values: list[Decimal]) -> bool:
     """Whether numeric can hold every value; one C call per value where it is plain that it can."""
     context = _NUMERIC_RANGE.copy()
     if all(map(Decimal.is_finite, values)):
@@ -232,10 +250,10 @@ def _all_storable(values: list[Decimal]) -> bool:
             pass
         if not (context.flags[Rounded] or context.flags[Clamped] or context.flags[Overflow]):
             return True
-    return all(map(_is_storable, values))
+    return all(map(is_storable, values))
 
 
-def _is_storable(value: Decimal) -> bool:
+def is_storable(value: Decimal) -> bool:
     if not value.is_finite():
         return False
     exponent = value.as_tuple().exponent

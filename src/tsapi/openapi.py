@@ -178,6 +178,82 @@ _ANALYTICS_PATHS: dict[str, Any] = {
     },
 }
 
+_CONTENT_ENCODING = {
+    "name": "Content-Encoding",
+    "in": "header",
+    "description": "gzip: the body is decompressed as it arrives (limits apply decompressed)",
+    "schema": {"type": "string", "enum": ["gzip", "identity"]},
+}
+_INFLUX_ERROR = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {"type": "string", "enum": ["invalid", "forbidden", "unavailable"]},
+        "message": {"type": "string"},
+        "line": {"type": "integer", "description": "The first bad line"},
+    },
+}
+_LINE_PROTOCOL = {
+    "required": True,
+    "content": {
+        "text/plain": {
+            "schema": {
+                "type": "string",
+                "description": "InfluxDB line protocol: a sensor per measurement, tag set and "
+                "field key; a reading per numeric field value (strings are skipped)",
+            },
+            "example": "cpu,host=a usage_idle=98.5,procs=12i 1714564800000000000\n",
+        }
+    },
+}
+
+
+def _write_route(summary: str, target: str, precisions: list[str]) -> dict[str, Any]:
+    def influx_error(description: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {"application/json": {"schema": _INFLUX_ERROR}},
+        }
+
+    return {
+        "post": {
+            "summary": summary,
+            "description": "Answers as InfluxDB does. All or nothing: a bad line writes nothing.",
+            "parameters": [
+                _query(
+                    target, "Kept in each reading's metadata", {"type": "string"}, required=True
+                ),
+                _query(
+                    "precision",
+                    "Unit of the timestamps (default ns); truncated to microseconds",
+                    {"type": "string", "enum": precisions},
+                ),
+                _CONTENT_ENCODING,
+            ],
+            "requestBody": _LINE_PROTOCOL,
+            "responses": {
+                "204": {"description": "Every line was written"},
+                "400": influx_error("A bad line (nothing was written) or parameter"),
+                "413": influx_error("The body, decompressed, is over max_body_bytes_lineprotocol"),
+                "503": _error("The database is unavailable; retry"),
+            },
+        }
+    }
+
+
+_INFLUX_PATHS: dict[str, Any] = {
+    "/api/v2/write": _write_route(
+        "Write line protocol, as to InfluxDB 2 (org is accepted and not used)",
+        "bucket",
+        ["ns", "us", "ms", "s"],
+    ),
+    "/write": _write_route(
+        "Write line protocol, as to InfluxDB 1 (rp, u and p are accepted and not used)",
+        "db",
+        ["n", "ns", "u", "us", "ms", "s", "m", "h"],
+    ),
+}
+
 _INSTANT_FORMS = (
     "RFC 3339 (no offset: UTC), or relative to the database's now(): now, -15m, now-2h, +1d "
     "(units s, m, h, d, w)"
@@ -203,8 +279,12 @@ SPEC: dict[str, Any] = {
         "/readings": {
             "post": {
                 "summary": "Insert readings, all or none",
-                "description": "The body is parsed as JSON whatever its Content-Type (so "
-                "`curl -d` works): an array of readings, or one reading object.",
+                "description": "NDJSON (application/x-ndjson) or CSV (text/csv) by Content-Type, "
+                "else JSON whatever the Content-Type says (so `curl -d` works): an array of "
+                "readings, or one reading object. NDJSON and CSV are parsed and written as they "
+                "arrive, in one transaction, whatever their size. Any of them may be sent with "
+                "Content-Encoding: gzip.",
+                "parameters": [_CONTENT_ENCODING],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -215,14 +295,38 @@ SPEC: dict[str, Any] = {
                                     _READING_IN,
                                 ]
                             }
-                        }
+                        },
+                        "application/x-ndjson": {
+                            "schema": {
+                                "type": "string",
+                                "description": "One reading object per line; blank lines "
+                                "are ignored",
+                            }
+                        },
+                        "text/csv": {
+                            "schema": {
+                                "type": "string",
+                                "description": "UTF-8, RFC 4180: a header naming sensor and "
+                                "value, and optionally ts and metadata, in any order; then a "
+                                "reading per record (empty ts: now(); metadata a JSON object)",
+                            },
+                            "example": "sensor,value,ts\r\n"
+                            "6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5,0.3,2024-05-01T12:00:00Z\r\n",
+                        },
                     },
                 },
                 "responses": {
                     "200": _json("How many readings were inserted", {"type": "integer"}),
-                    "400": _error("The body is not JSON, or not an array or object"),
+                    "400": _error(
+                        "The body is not JSON (or not an array or object), a CSV header is "
+                        "bad, or a gzip body is not gzip"
+                    ),
                     "413": _error("The body or its number of readings is over the limit"),
-                    "422": _error("Invalid readings, each named by row, field and reason"),
+                    "415": _error("A Content-Encoding other than gzip, or CSV not in UTF-8"),
+                    "422": _error(
+                        "Invalid readings, each named by row (JSON) or line (NDJSON, CSV), "
+                        "field and reason"
+                    ),
                     "503": _error("The database is unavailable; retry"),
                 },
             },
@@ -328,6 +432,7 @@ SPEC: dict[str, Any] = {
             }
         },
         **_ANALYTICS_PATHS,
+        **_INFLUX_PATHS,
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of the process answering",

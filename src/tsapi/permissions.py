@@ -26,6 +26,8 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 # in their path.
 FILTERED_BY_QUERY = frozenset({"/readings", "/readings/aggregate", "/readings/latest", "/sensors"})
 FILTERED_BY_PATH = frozenset({"/sensors/{sensor}", "/sensors/{sensor}/latest"})
+# Every route that writes readings: POST /readings and InfluxDB's two write routes.
+WRITE_ROUTES = frozenset({"/readings", "/api/v2/write", "/write"})
 UNMATCHED = "unmatched"  # no route: a 404, or a path only a Mount answers under
 _STATIC: dict[str, str] = {}  # paths found to be routes without parameters (a handful)
 
@@ -60,7 +62,7 @@ def authorize(key: ApiKey, scope: Scope) -> None:
     method = scope["method"]
     route, path_params = route_of(scope)
     reading = method in READ_METHODS
-    writing = method == "POST" and route == "/readings"
+    writing = method == "POST" and route in WRITE_ROUTES
     allowed = key.scope == "admin" or (reading if key.scope == "read" else writing)
     if not allowed:
         raise ApiError(403, f"this key's scope ({key.scope}) does not allow {method} {route}")

@@ -6,17 +6,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tsapi import formats, idempotency, ingest, metrics, permissions, reader
+from tsapi import formats, idempotency, ingest, metrics, permissions, reader, streaming
+from tsapi.bodies import read_body
 from tsapi.query import parse_readings_query
 from tsapi.state import State
-from tsapi.web import json_response, read_body
+from tsapi.web import json_response
 
 READINESS_TIMEOUT = 2.0
 
 
 async def post_readings(request: Request) -> Response:
     state: State = request.app.state.tsapi
-    # The body is JSON whatever the Content-Type says: `curl -d` labels it a form.
+    streamed = streaming.readings_parser(request.headers.get("content-type"), state.settings)
+    if streamed is not None:  # NDJSON or CSV
+        inserted = await streaming.ingest(request, state, *streamed)
+        return Response(str(inserted), media_type="application/json")
+    # Any other Content-Type is JSON: `curl -d` labels it a form.
     body = await read_body(request, state.settings.max_body_bytes)
     with metrics.counting_rejections():
         batch = ingest.parse_json(body, state.settings.max_rows_per_request)

@@ -87,6 +87,23 @@ class Settings(BaseSettings):
     max_rows_per_request: int = Field(
         100_000, ge=1, description="Most readings one POST may carry (413 above)."
     )
+    max_body_bytes_ndjson: int = Field(
+        4 * 1024**3,
+        ge=1,
+        description="Largest NDJSON body POST /readings accepts, decompressed, in bytes (413 "
+        "above); streamed, so it bounds time, not memory.",
+    )
+    max_body_bytes_csv: int = Field(
+        4 * 1024**3,
+        ge=1,
+        description="Largest CSV body POST /readings accepts, decompressed, in bytes (413 above).",
+    )
+    max_body_bytes_lineprotocol: int = Field(
+        4 * 1024**3,
+        ge=1,
+        description="Largest line protocol body /api/v2/write and /write accept, decompressed, in "
+        "bytes (413 above).",
+    )
     idempotency_retention: Duration = Field(
         timedelta(hours=24),
         description="How long an Idempotency-Key is remembered: a retry within it answers the "

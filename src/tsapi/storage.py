@@ -3,7 +3,7 @@ table; and writing a batch into it in one transaction."""
 
 import bisect
 import enum
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -170,6 +170,20 @@ class Storage:
                     await conn.execute(LOG_SQL, *late)
                 return await self._insert(conn, batch)
         return await self._insert(conn, batch)  # one statement is atomic by itself
+
+    async def write_stream(self, conn: Connection, batches: AsyncIterator[Batch]) -> int:
+        """Insert the readings of every batch, each written as it comes (so that a body of any
+        size is stored in flat memory), all in one transaction: every one or none, even if the
+        batches raise after some were written. Return how many were inserted."""
+        first = await anext(batches, None)
+        second = None if first is None else await anext(batches, None)
+        if first is None or second is None:  # one batch at most: write's own atomicity suffices
+            return 0 if first is None else await self.write(conn, first)
+        async with conn.transaction():  # a savepoint when the caller has a transaction open
+            inserted = await self.write(conn, first) + await self.write(conn, second)
+            async for batch in batches:
+                inserted += await self.write(conn, batch)
+        return inserted
 
     async def _insert(self, conn: Connection, batch: Batch) -> int:
         if self.dedupe != "off":

@@ -1,4 +1,4 @@
-"""The small pieces every route shares: reading a bounded body, JSON answers, error answers."""
+"""The small pieces every route shares: JSON answers and error answers."""
 
 from typing import Any
 
@@ -31,20 +31,6 @@ def json_response(
     content: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(_encoder.encode(content), status, headers, media_type="application/json")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
