@@ -1,6 +1,7 @@
-"""Real databases for the tests: an embedded PostgreSQL always, and the servers named by
-TSAPI_TEST_DATABASE_URL (CI: the machine's PostgreSQL 15) and TSAPI_TEST_TIMESCALE_URL when set.
-Every test that takes ``api`` runs once per database."""
+"""Real databases for the tests: an embedded PostgreSQL always, also reached through a PgBouncer in
+transaction pooling mode, and the servers named by TSAPI_TEST_DATABASE_URL (CI: the machine's
+PostgreSQL 15) and TSAPI_TEST_TIMESCALE_URL when set. Every test that takes ``api`` runs once per
+database."""
 
 import asyncio
 import os
@@ -19,11 +20,12 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.pgbouncer import PgBouncer
 from tsapi.embedded import EmbeddedPostgres
 from tsapi.rollups import LOCK_KEY as ROLLUP_LOCK_KEY
 from tsapi.settings import Settings
 
-BACKENDS = ["embedded"] + [
+BACKENDS = ["embedded", "pgbouncer"] + [
     name
     for name, variable in (
         ("postgres", "TSAPI_TEST_DATABASE_URL"),
@@ -64,7 +66,7 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def server_url(backend: str, embedded_server: str) -> str:
-    if backend == "embedded":
+    if backend in ("embedded", "pgbouncer"):  # PgBouncer's databases are the embedded server's
         return embedded_server
     variable = "TSAPI_TEST_DATABASE_URL" if backend == "postgres" else "TSAPI_TEST_TIMESCALE_URL"
     return os.environ[variable]
@@ -133,12 +135,33 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def pgbouncer(
+    embedded_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgBouncer]:
+    bouncer = PgBouncer(tmp_path_factory.mktemp("pgbouncer"), embedded_server, free_port())
+    bouncer.start()
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture(scope="session")
 def tsapi(
-    backend: str, make_database: Any, tmp_path_factory: pytest.TempPathFactory
+    backend: str,
+    make_database: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Tsapi]:
     log_path = tmp_path_factory.mktemp(f"tsapi-{backend}") / "tsapi.log"
+    database = make_database(backend)
     # Rollups refresh often, so that tests see both their materialized and pending states.
-    server = start_tsapi(make_database(backend), log_path, TSAPI_ROLLUP_REFRESH_INTERVAL="0.2")
+    env = {"TSAPI_ROLLUP_REFRESH_INTERVAL": "0.2"}
+    if backend == "pgbouncer":
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        env |= {"TSAPI_DATABASE_POOLER": "pgbouncer", "TSAPI_DIRECT_DATABASE_URL": database}
+        server = start_tsapi(bouncer.url(database), log_path, **env)
+        server.database_url = database  # the tests' own queries go straight to the server
+    else:
+        server = start_tsapi(database, log_path, **env)
     yield server
     server.stop()
 

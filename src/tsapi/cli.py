@@ -13,11 +13,13 @@ import structlog
 from click_default_group import DefaultGroup
 
 from tsapi import exporter, import_sources, importer, keys, middleware, server
+from tsapi import status as db_status
 from tsapi.embedded import EmbeddedPostgresError
 from tsapi.errors import ApiError
 from tsapi.logs import configure_logging
 from tsapi.migrate import MigrationError
 from tsapi.settings import Settings, SettingsError, load_settings
+from tsapi.workers import WorkersFailed
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +64,7 @@ def _settings(**flags: Any) -> Settings:
 STARTUP_ERRORS = (
     EmbeddedPostgresError,
     MigrationError,
+    WorkersFailed,
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -89,6 +92,7 @@ cli: click.Group = _cli  # DefaultGroup has no type hints
 @database_options
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option("--workers", type=click.IntRange(min=1), help="HTTP server processes (default 1).")
 def serve(**flags: Any) -> None:
     """Serve the HTTP API (the default command)."""
     settings = _settings(**flags)
@@ -111,6 +115,15 @@ def upgrade(**flags: Any) -> None:
     applied = _run("tsapi db upgrade", lambda: server.upgrade(settings))
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none: already up to date"
     click.echo(f"applied migrations: {names}")
+
+
+@db_group.command()
+@database_options
+def status(**flags: Any) -> None:
+    """Show partitions or chunks, rollup freshness and the policies that apply."""
+    settings = _settings(**flags)
+    found = _run("tsapi db status", lambda: server.on_database(settings, db_status.gather))
+    click.echo("\n".join(db_status.report(found, settings)))
 
 
 @cli.group("rollups")

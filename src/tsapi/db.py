@@ -1,9 +1,10 @@
-"""The process's one pool of database connections, and how values cross it."""
+"""The process's pools of database connections, and how values cross them."""
 
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import msgspec
+import structlog
 
 from tsapi.settings import Settings
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 else:
     Pool = asyncpg.Pool
     Connection = asyncpg.Connection
+
+log = structlog.get_logger(__name__)
 
 _JSONB_BINARY_VERSION = b"\x01"
 
@@ -38,32 +41,87 @@ async def _prepare_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-def connect_kwargs(settings: Settings) -> dict[str, Any]:
-    """What every connection to the configured database needs."""
-    if settings.database_url is None:
+# How much longer than statement_timeout the client waits for an answer before it gives up on
+# its own: the server's cancellation comes first, cleanly; this only ends waits on a server or a
+# network that has stopped answering altogether.
+CLIENT_GRACE = 5.0
+
+
+def connect_kwargs(settings: Settings, direct: bool = False) -> dict[str, Any]:
+    """What every connection to the configured database needs; ``direct`` ones bypass a pooler
+    (they are for what needs a session: migrations, locks, LISTEN)."""
+    url = settings.database_url
+    if direct and settings.direct_database_url is not None:
+        url = settings.direct_database_url
+    if url is None:
         raise RuntimeError("no database URL: the embedded server must be started first")
-    return {
-        "dsn": settings.database_url.get_secret_value(),
+    kwargs: dict[str, Any] = {
+        "dsn": url.get_secret_value(),
         "server_settings": {"application_name": "tsapi", "timezone": "UTC"},
+        "timeout": settings.connect_timeout,
     }
+    if settings.database_pooler == "pgbouncer" and not direct:
+        # A transaction pooler may run each statement on another server connection, where a
+        # named prepared statement does not exist.
+        kwargs["statement_cache_size"] = 0
+    return kwargs
 
 
 async def connect(settings: Settings) -> asyncpg.Connection:
-    conn: asyncpg.Connection = await asyncpg.connect(**connect_kwargs(settings))
+    """A connection of its own, never through a pooler."""
+    conn: asyncpg.Connection = await asyncpg.connect(**connect_kwargs(settings, direct=True))
     await _prepare_connection(conn)
     return conn
 
 
 async def create_pool(settings: Settings) -> Pool:
+    """The pool requests use. Their queries are bounded by statement_timeout; migrations and
+    rollup refreshes may rightly take longer, and use other connections."""
     kwargs = connect_kwargs(settings)
-    # Requests' queries only: migrations and rollup refreshes may rightly take longer.
-    timeout_ms = str(int(settings.statement_timeout * 1000))
-    kwargs["server_settings"] = {**kwargs["server_settings"], "statement_timeout": timeout_ms}
-    pool = await asyncpg.create_pool(
-        **kwargs,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
+    if settings.database_pooler == "pgbouncer":
+        # PgBouncer refuses a statement_timeout startup parameter: the client cancels instead.
+        kwargs["command_timeout"] = settings.statement_timeout
+        # Resetting a session on release is meaningless when the next statement may run on
+        # another server connection; and asyncpg's RESET ALL would reset whichever one it ran on.
+        kwargs["reset"] = _keep
+    else:
+        timeout_ms = str(int(settings.statement_timeout * 1000))
+        kwargs["server_settings"] = {**kwargs["server_settings"], "statement_timeout": timeout_ms}
+        kwargs["command_timeout"] = settings.statement_timeout + CLIENT_GRACE
+    return await _open(kwargs, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+
+
+async def _keep(conn: Any) -> None:
+    pass
+
+
+async def create_direct_pool(settings: Settings) -> Pool:
+    """A small pool of direct connections for background work (rollup refresh, maintenance),
+    opened as needed: none of its statements has a time limit."""
+    return await _open(connect_kwargs(settings, direct=True), min_size=0, max_size=2)
+
+
+class _Pool(Pool):
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:
+        try:
+            await super().release(connection, timeout=timeout)
+        except Exception as exc:
+            # A connection that died under its last statement (in the middle of a COPY, say)
+            # cannot be reset; asyncpg has terminated it and the pool will replace it. What the
+            # request did, or the error it met, is what counts: not this.
+            log.warning("discarded a broken database connection", error=type(exc).__name__)
+
+
+async def _open(connect: dict[str, Any], **sizes: Any) -> Pool:
+    pool = _Pool(
+        **connect,
+        **sizes,
         init=_prepare_connection,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
     )
-    assert pool is not None
+    await pool
     return pool

@@ -15,16 +15,17 @@ from tsapi.settings import Settings
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """The passwords in the database URL, as written and decoded: never to appear in a log."""
-    if settings.database_url is None:
-        return []
-    url = settings.database_url.get_secret_value()
-    try:
-        parts = urlsplit(url)
-        found = [parts.password or ""]
-        found += parse_qs(parts.query).get("password", [])
-    except ValueError:  # an unparsable URL is withheld whole
-        found = [url]
+    """The passwords in the database URLs, as written and decoded: never to appear in a log."""
+    found = []
+    for setting in (settings.database_url, settings.direct_database_url):
+        if setting is None:
+            continue
+        url = setting.get_secret_value()
+        try:
+            parts = urlsplit(url)
+            found += [parts.password or "", *parse_qs(parts.query).get("password", [])]
+        except ValueError:  # an unparsable URL is withheld whole
+            found.append(url)
     return sorted({form for secret in found for form in (secret, unquote(secret)) if form})
 
 

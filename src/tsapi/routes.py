@@ -6,7 +6,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tsapi import formats, idempotency, ingest, metrics, permissions, reader, streaming
+from tsapi import (
+    formats,
+    idempotency,
+    ingest,
+    metrics,
+    permissions,
+    reader,
+    retention,
+    streaming,
+)
 from tsapi.bodies import read_body
 from tsapi.query import parse_readings_query
 from tsapi.state import State
@@ -26,6 +35,7 @@ async def post_readings(request: Request) -> Response:
     with metrics.counting_rejections():
         batch = ingest.parse_json(body, state.settings.max_rows_per_request)
     permissions.check_writes(request.scope, batch)
+    retention.refuse_expired(body, batch, state.settings.retention)
     async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
 
         async def write() -> Response:

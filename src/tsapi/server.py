@@ -7,13 +7,13 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 import uvicorn
 from pydantic import SecretStr
 
-from tsapi import db, migrate
+from tsapi import db, migrate, workers
 from tsapi.app import create_app
 from tsapi.embedded import EmbeddedPostgres
 from tsapi.rollups import Rollups
@@ -67,17 +67,22 @@ def serve(settings: Settings) -> None:
             # Migrating here rather than only in the app's startup makes a schema the database
             # refuses a clear error rather than a failed ASGI lifespan.
             asyncio.run(_upgrade(ready))
-            config = uvicorn.Config(
-                create_app(ready),
-                host=ready.host,
-                port=ready.port,
-                log_config=None,
-                access_log=False,
-                server_header=False,
-                timeout_keep_alive=ready.keep_alive_timeout,
-                lifespan="on",
-            )
-            _Server(config).run()
+            config: dict[str, Any] = {
+                "host": ready.host,
+                "port": ready.port,
+                "log_config": None,
+                "access_log": False,
+                "server_header": False,
+                "timeout_keep_alive": ready.keep_alive_timeout,
+                # On a stop signal: no new connections, in-flight requests get this long.
+                "timeout_graceful_shutdown": ready.shutdown_timeout,
+                "lifespan": "on",
+            }
+            if ready.workers > 1:
+                workers.serve(ready, **config)  # returns once a stop signal has stopped them
+                log.info("tsapi stopped")
+            else:
+                _Server(uvicorn.Config(create_app(ready), **config)).run()
     except Stopped as stop:
         log.info("tsapi stopped", signal=str(stop))
     finally:

@@ -55,6 +55,7 @@ def _split_commas(value: object) -> object:
 
 
 Durations = Annotated[tuple[Duration, ...], NoDecode, BeforeValidator(_split_commas)]
+OptionalDuration = Duration | None
 Origins = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
@@ -140,6 +141,50 @@ class Settings(BaseSettings):
     statement_timeout: float = Field(
         30.0, gt=0, description="Seconds a query may run before it is cancelled (503)."
     )
+    connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds one attempt to open a database connection may take."
+    )
+    database_pooler: Literal["none", "pgbouncer"] = Field(
+        "none",
+        description="pgbouncer when database_url goes through PgBouncer in transaction pooling "
+        "mode: no named prepared statements and no session state on it.",
+    )
+    direct_database_url: SecretStr | None = Field(
+        None,
+        description="Unpooled URL of the same database, for what needs a session (migrations, "
+        "rollup refresh, maintenance, the cache's LISTEN). Unset: database_url.",
+    )
+    workers: int = Field(
+        1, ge=1, description="HTTP server processes; they share only the database."
+    )
+    shutdown_timeout: float = Field(
+        30.0, gt=0, description="Seconds a stop signal lets in-flight requests finish."
+    )
+    cache_ttl: float = Field(
+        0.0, ge=0, description="Seconds a GET answer may be served from cache; 0: no cache."
+    )
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Most bytes of answers cached per process."
+    )
+    maintenance_interval: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds between maintenance rounds (partitions, retention, compression).",
+    )
+    retention: OptionalDuration = Field(
+        None,
+        description="Readings older than this are dropped, whole partitions or chunks at "
+        "a time; unset: kept.",
+    )
+    rollup_retention: OptionalDuration = Field(
+        None,
+        description="Rollup rows older than this are dropped; unset: kept. At least retention.",
+    )
+    compress_after: OptionalDuration = Field(
+        None,
+        description="TimescaleDB: chunks older than this are compressed, segmented by "
+        "sensor; unset: none.",
+    )
     auth: Literal["auto", "required", "off"] = Field(
         "auto",
         description="Whether requests need an API key: auto (as soon as any key exists), "
@@ -183,6 +228,20 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{low} ({getattr(self, low)}) is more than {high} ({getattr(self, high)})"
                 )
+        if self.database_pooler == "pgbouncer" and (
+            self.database_url is None or self.direct_database_url is None
+        ):
+            # Migrations, the refresher's locks and LISTEN need a session of their own.
+            raise ValueError(
+                "database_pooler = pgbouncer needs database_url (through PgBouncer) and"
+                " direct_database_url (to PostgreSQL itself)"
+            )
+        if self.rollup_retention is not None and (
+            self.retention is None or self.rollup_retention < self.retention
+        ):
+            # Rollups answer aggregates wherever they exist: dropped before the readings, they
+            # would hide readings that are still there.
+            raise ValueError("rollup_retention must be set with retention, and be at least it")
         return self
 
     @classmethod
@@ -232,7 +291,8 @@ def _describe(error: Any, flags: dict[str, Any], path: Path) -> str:
         source = f"--{name.replace('_', '-')}"
     else:
         source = variable if os.environ.get(variable) else str(path)
-    shown = "" if name == "database_url" else f" (got {error['input']!r})"  # may hold a password
+    # URLs may hold a password.
+    shown = "" if name.endswith("database_url") else f" (got {error['input']!r})"
     return f"{name} (from {source}): {reason}{shown}"
 
 

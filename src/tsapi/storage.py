@@ -6,11 +6,14 @@ import enum
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import structlog
 
 from tsapi import dedupe
 from tsapi.db import Connection
+from tsapi.errors import ApiError
 from tsapi.ingest import Batch
+from tsapi.invalidations import NOTIFY_SQL
 from tsapi.rollups import LOG_SQL, spans
 
 log = structlog.get_logger(__name__)
@@ -121,11 +124,15 @@ class Partitions:
 class Storage:
     """Writes batches into readings, creating partitions first where the table needs them."""
 
-    def __init__(self, layout: Layout, partitions: Partitions, rollups: bool) -> None:
+    def __init__(
+        self, layout: Layout, partitions: Partitions, rollups: bool, announce: bool = False
+    ) -> None:
         self.layout = layout
         self.partitions = partitions
         self.rollups = rollups
+        self.announce = announce  # whether writes notify the read caches (invalidations.py)
         self.dedupe: dedupe.Mode = "off"  # how writes treat a (sensor, ts) already stored
+        self.retention: timedelta | None = None  # readings older than this are refused
 
     @classmethod
     async def open(
@@ -133,7 +140,9 @@ class Storage:
         conn: Connection,
         partition_interval: timedelta,
         rollups: bool = True,
+        announce: bool = False,
         dedupe: dedupe.Mode = "off",
+        retention: timedelta | None = None,
     ) -> "Storage":
         layout = await detect_layout(conn)
         partitions = Partitions(partition_interval)
@@ -141,8 +150,9 @@ class Storage:
             await partitions.refresh(conn)
             await partitions.ensure(conn, _upcoming(partition_interval))
         log.info("storage ready", layout=layout.value)
-        storage = cls(layout, partitions, rollups)
+        storage = cls(layout, partitions, rollups, announce)
         storage.dedupe = dedupe
+        storage.retention = retention
         return storage
 
     async def maintain(self, conn: Connection) -> None:
@@ -154,9 +164,35 @@ class Storage:
     async def write(self, conn: Connection, batch: Batch) -> int:
         """Insert every reading of the batch, or none; return how many were inserted (with
         dedupe: inserted or replaced)."""
+        in_callers_transaction = conn.is_in_transaction()
+        try:
+            return await self._write(conn, batch)
+        except asyncpg.CheckViolationError as exc:
+            if self.layout is not Layout.PARTITIONED or not str(exc).startswith("no partition"):
+                raise
+            # A partition this process knew of was dropped (by retention, maybe in another
+            # process): forget them all, so that writes ask again, recreating what they need.
+            self.partitions = Partitions(self.partitions.width)
+            if in_callers_transaction:  # aborted: only the client can try again
+                error = ApiError(503, "a partition was dropped meanwhile; retry")
+                error.headers["Retry-After"] = "1"
+                raise error from exc
+            return await self._write(conn, batch)
+
+    async def _write(self, conn: Connection, batch: Batch) -> int:
         if not len(batch):
             return 0
         stamps = [row[0] for row in batch.timed]
+        if self.retention is not None and stamps:
+            # Retention would drop them at once, and writing them would recreate what it dropped.
+            cutoff = datetime.now(UTC) - self.retention
+            if min(stamps) < cutoff:
+                expired = sum(ts < cutoff for ts in stamps)
+                raise ApiError(
+                    422,
+                    f"{expired} reading(s) older than the retention period, the oldest at "
+                    f"{min(stamps).isoformat()}; nothing was written",
+                )
         if self.layout is Layout.PARTITIONED:
             await self.partitions.ensure_batch(conn, stamps, bool(batch.untimed))
         # Timed rows may be older than buckets the rollups already hold: their time ranges are
@@ -164,10 +200,12 @@ class Storage:
         # transactions begun before it, so their now() is in no bucket materialized yet; nor are
         # the rows they replace with dedupe, which have the same ts).
         late = spans(stamps) if stamps and self.rollups else None
-        if late or (batch.timed and batch.untimed):
+        if late or (batch.timed and batch.untimed) or self.announce:
             async with conn.transaction():
                 if late:
                     await conn.execute(LOG_SQL, *late)
+                if self.announce:  # delivered when, and only if, this transaction commits
+                    await conn.execute(NOTIFY_SQL)
                 return await self._insert(conn, batch)
         return await self._insert(conn, batch)  # one statement is atomic by itself
 

@@ -18,12 +18,17 @@ _encoder = msgspec.json.Encoder(decimal_format="number")
 
 # Errors meaning the database cannot be reached right now, as opposed to a bug in a query.
 UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError,
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # no connection within pool_timeout, or no answer at all
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed or died, PgBouncer's too
+    asyncpg.CannotConnectNowError,  # starting up, shutting down, in recovery
+    asyncpg.AdminShutdownError,  # stopped, or the connection terminated
+    asyncpg.CrashShutdownError,  # another backend crashed
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,  # the connection closed under the query, or the pool is closing
+    # The server ended the connection between two statements (an unsolicited FATAL, as a
+    # shutdown sends): asyncpg's protocol then refuses the next one with this.
+    asyncpg.InternalClientError,
 )
 
 
