@@ -106,13 +106,13 @@ def test_an_export_imports_back_exactly(
     api: httpx.Client, tsapi: Tsapi, make_database: Any, backend: str, tmp_path: Path
 ) -> None:
     seed(api)
-    exported = tmp_path / "all.ndjson"
+    exported = tmp_path / "all.csv"
     assert tsapi_cli("export", "--url", tsapi.base_url, "-o", str(exported)).returncode == 0
     other = make_database(backend)
     imported = tsapi_cli("import", "--direct", "--database-url", other, str(exported))
     assert imported.returncode == 0, imported.stderr
     assert sql(other, "SELECT count(*) FROM readings")[0][0] == 5001
-    again = tmp_path / "again.ndjson"
+    again = tmp_path / "again.csv"
     result = tsapi_cli("export", "--direct", "--database-url", other, "-o", str(again))
     assert result.returncode == 0, result.stderr
     assert again.read_bytes() == exported.read_bytes()

@@ -97,10 +97,10 @@ def files(tmp_path: Path) -> tuple[list[str], list[list[dict[str, Any]]]]:
     kinds.append(readings(500, two, 4))
     (tmp_path / "a.json").write_text(json.dumps(kinds[0], indent=2))
     write_ndjson(tmp_path / "b.ndjson", kinds[1])
-    write_ndjson(tmp_path / "c.jsonl", kinds[2])
+    write_csv(tmp_path / "c.csv", kinds[2])
     with gzip.open(tmp_path / "d.jsonl.gz", "wt") as file:
         file.write("".join(json.dumps(row) + "\n" for row in kinds[3]))
-    names = [str(tmp_path / name) for name in ("a.json", "b.ndjson", "c.jsonl", "d.jsonl.gz")]
+    names = [str(tmp_path / name) for name in ("a.json", "b.ndjson", "c.csv", "d.jsonl.gz")]
     return names, kinds
 
 
@@ -137,7 +137,7 @@ def test_stdin_takes_its_format_from_the_option(api: httpx.Client, tsapi: Tsapi)
     assert "-: cannot tell the format from the name; give --format" in unnamed.stderr
 
 
-@pytest.mark.parametrize("kind", ["ndjson", "json"])
+@pytest.mark.parametrize("kind", ["ndjson", "csv", "json"])
 def test_a_bad_row_stops_the_import_naming_its_file_and_line(
     api: httpx.Client, tsapi: Tsapi, tmp_path: Path, kind: str
 ) -> None:
@@ -247,3 +247,38 @@ def test_a_direct_import_killed_halfway_resumes_exactly(
     assert resumed.returncode == 0, resumed.stderr
     assert count(tsapi.database_url) == 40_000
     assert sql(tsapi.database_url, "SELECT count(DISTINCT ts) FROM readings")[0][0] == 40_000
+
+
+def test_line_protocol_is_read_as_the_influx_write_route_reads_it(
+    api: httpx.Client, tsapi: Tsapi, tmp_path: Path
+) -> None:
+    host = f"h{uuid.uuid4().hex[:8]}"  # new series each run: keys outlive emptied readings
+    lines = [f"cpu,host={host} usage={i}.5,procs={i}i {1704067200 + i}" for i in range(300)]
+    path = tmp_path / "cpu.lp"
+    path.write_text("# a comment\n" + "\n".join(lines) + "\n")
+    where = ["--url", tsapi.base_url, "--precision", "s", "--bucket", "telegraf"]
+    result = tsapi_import(*where, "--chunk-size", "100", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "300 readings in 3 chunks; 600 written now" in result.stdout  # two fields a line
+    # What the InfluxDB route makes of the same lines: the same sensors and metadata.
+    response = api.post(
+        "/api/v2/write", params={"bucket": "telegraf", "precision": "s"}, content=lines[0]
+    )
+    assert response.status_code == 204
+    rows = sql(
+        tsapi.database_url,
+        "SELECT sensor, metadata::text, count(*) AS n FROM readings"
+        " WHERE ts = '2024-01-01T00:00:00Z' GROUP BY 1, 2 ORDER BY 2",
+    )
+    assert [row["n"] for row in rows] == [2, 2]  # the route's copy and the import's
+    assert '"bucket": "telegraf"' in rows[0]["metadata"]
+    again = tsapi_import(
+        "--direct", "--database-url", tsapi.database_url, "--precision", "s",
+        "--bucket", "telegraf", "--chunk-size", "100", str(path),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "(3 chunks, 300 readings, written by an earlier run: skipped)" in again.stdout
+    path.write_text(lines[0] + "\ncpu,host=a usage=x 1\n")
+    bad = tsapi_import(*where, str(path))
+    assert bad.returncode == 1
+    assert f"{path}:2: usage: " in bad.stderr
