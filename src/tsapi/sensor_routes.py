@@ -1,6 +1,7 @@
 """HTTP routes for sensors and latest readings."""
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -8,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tsapi.containment import parse_containment
+from tsapi.db import Connection
 from tsapi.errors import ApiError
 from tsapi.formats import format_ts
 from tsapi.query import _parse_sensors
@@ -68,24 +70,25 @@ async def list_sensors(request: Request) -> Response:
     return json_response([_summary_out(row) for row in rows], headers=headers)
 
 
-async def get_sensor(request: Request) -> Response:
+async def _one_sensor(
+    request: Request,
+    fetch: Callable[[Connection, SensorFilter], Awaitable[list[dict[str, Any]]]],
+) -> dict[str, Any]:
     state: State = request.app.state.tsapi
     sensor = _sensor_id(request)
     async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
-        rows = await summaries(conn, SensorFilter(sensors=(sensor,)))
+        rows = await fetch(conn, SensorFilter(sensors=(sensor,)))
     if not rows:
         raise ApiError(404, f"no readings for sensor {sensor}")
-    return json_response(_summary_out(rows[0]))
+    return rows[0]
+
+
+async def get_sensor(request: Request) -> Response:
+    return json_response(_summary_out(await _one_sensor(request, summaries)))
 
 
 async def get_sensor_latest(request: Request) -> Response:
-    state: State = request.app.state.tsapi
-    sensor = _sensor_id(request)
-    async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
-        rows = await latest(conn, SensorFilter(sensors=(sensor,)))
-    if not rows:
-        raise ApiError(404, f"no readings for sensor {sensor}")
-    return json_response(_reading_out(rows[0]))
+    return json_response(_reading_out(await _one_sensor(request, latest)))
 
 
 async def latest_readings(request: Request) -> Response:
