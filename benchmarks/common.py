@@ -413,6 +413,23 @@ async def copy_in(conn: Connection, payload: bytes) -> None:
     await conn.copy_to_table("readings", source=source(), columns=COLUMNS, format="binary")
 
 
+def copier(payloads: list[bytes], size: int) -> Callable[[Connection, int], Awaitable[int]]:
+    """A ``direct_load`` unit: the next pre-encoded batch copied in, counting ``size`` rows."""
+
+    async def copy_batch(conn: Connection, index: int) -> int:
+        await copy_in(conn, payloads[index % len(payloads)])
+        return size
+
+    return copy_batch
+
+
+def check_stored(database_url: str, expected: int) -> None:
+    """Exit unless readings holds at least the rows a load reported written."""
+    stored = run_async(count_readings(database_url))
+    if stored < expected:
+        sys.exit(f"only {stored} of the {expected} rows reported written are in readings")
+
+
 async def count_readings(database_url: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:

@@ -4,9 +4,7 @@ connections doing a binary COPY of the same rows straight into the same table.
 Run from the repository root: ``python -m benchmarks.ingest [--duration 10] [--database-url URL]``.
 """
 
-import sys
 import tempfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from benchmarks.common import (
@@ -16,9 +14,9 @@ from benchmarks.common import (
     argument_parser,
     batches,
     best,
-    copy_in,
+    check_stored,
+    copier,
     copy_payload,
-    count_readings,
     describe,
     direct_load,
     fresh_database,
@@ -31,7 +29,6 @@ from benchmarks.common import (
     run_async,
     running_tsapi,
 )
-from tsapi.db import Connection
 
 READINGS = 200_000  # distinct rows, posted in turn; every tenth carries metadata
 # (batch size, goal in rows/s, goal as a share of the direct COPY) from issue #2
@@ -56,10 +53,8 @@ def main() -> None:
             direct = served = None
             for _ in range(args.rounds):  # interleaved; the best round of each counts
                 run_async(reset(database_url))
-                result = run_async(
-                    direct_load(database_url, args.duration, _copier(payloads, size))
-                )
-                _check_stored(database_url, result.count)
+                result = run_async(direct_load(database_url, args.duration, copier(payloads, size)))
+                check_stored(database_url, result.count)
                 direct = best(direct, result)
 
                 run_async(reset(database_url))
@@ -69,7 +64,7 @@ def main() -> None:
                     )
                 )
                 result = Result(result.count * size, result.seconds, result.cpu, result.latency_ms)
-                _check_stored(database_url, result.count)
+                check_stored(database_url, result.count)
                 served = best(served, result)
             assert direct is not None and served is not None
             label = f"POST /readings, {size:,} rows/request"
@@ -87,20 +82,6 @@ def main() -> None:
         ],
         rows,
     )
-
-
-def _copier(payloads: list[bytes], size: int) -> Callable[[Connection, int], Awaitable[int]]:
-    async def copy_batch(conn: Connection, index: int) -> int:
-        await copy_in(conn, payloads[index % len(payloads)])
-        return size
-
-    return copy_batch
-
-
-def _check_stored(database_url: str, expected: int) -> None:
-    stored = run_async(count_readings(database_url))
-    if stored < expected:
-        sys.exit(f"only {stored} of the {expected} rows reported written are in readings")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +32,9 @@ from benchmarks.common import (
     backends_cpu,
     batches,
     best,
-    copy_in,
+    check_stored,
+    copier,
     copy_payload,
-    count_readings,
     cpu_since,
     describe,
     direct_load,
@@ -137,9 +137,9 @@ def main() -> None:
                     if lp not in direct_rates:
                         run_async(reset(database_url))
                         result = run_async(
-                            direct_load(database_url, args.duration, _copier(payloads, size))
+                            direct_load(database_url, args.duration, copier(payloads, size))
                         )
-                        _check_stored(database_url, result.count)
+                        check_stored(database_url, result.count)
                         direct = best(direct, result)
                     run_async(reset(database_url))
                     url = tsapi.base_url + form.path
@@ -147,7 +147,7 @@ def main() -> None:
                         _metered(url, form, bodies, args.duration, Path(tmp), tsapi, database_url)
                     )
                     result = Result(result.count * size, result.seconds, result.cpu)
-                    _check_stored(database_url, result.count)
+                    check_stored(database_url, result.count)
                     served = best(served, result)
                 assert direct is not None and served is not None
                 direct_rates[lp] = direct
@@ -167,20 +167,6 @@ def main() -> None:
         ],
         rows,
     )
-
-
-def _copier(payloads: list[bytes], size: int) -> Callable[[Connection, int], Awaitable[int]]:
-    async def copy_batch(conn: Connection, index: int) -> int:
-        await copy_in(conn, payloads[index % len(payloads)])
-        return size
-
-    return copy_batch
-
-
-def _check_stored(database_url: str, expected: int) -> None:
-    stored = run_async(count_readings(database_url))
-    if stored < expected:
-        sys.exit(f"only {stored} of the {expected} rows reported written are in readings")
 
 
 # -- HTTP load with wrk, for bodies of many lines -------------------------------------------------
