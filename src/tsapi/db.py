@@ -78,12 +78,14 @@ async def create_pool(settings: Settings) -> Pool:
     """The pool requests use. Their queries are bounded by statement_timeout; migrations and
     rollup refreshes may rightly take longer, and use other connections."""
     kwargs = connect_kwargs(settings)
+    # Requests leave no session state behind (no SET, LISTEN or session lock; their cursors
+    # live in transactions), so asyncpg's reset query on release, a round trip per request, is
+    # skipped: asyncpg still rolls back a transaction left open. Behind a transaction pooler the
+    # query would moreover reset whichever server connection it happened to run on.
+    kwargs["reset"] = _keep
     if settings.database_pooler == "pgbouncer":
         # PgBouncer refuses a statement_timeout startup parameter: the client cancels instead.
         kwargs["command_timeout"] = settings.statement_timeout
-        # Resetting a session on release is meaningless when the next statement may run on
-        # another server connection; and asyncpg's RESET ALL would reset whichever one it ran on.
-        kwargs["reset"] = _keep
     else:
         timeout_ms = str(int(settings.statement_timeout * 1000))
         kwargs["server_settings"] = {**kwargs["server_settings"], "statement_timeout": timeout_ms}

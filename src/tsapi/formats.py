@@ -8,7 +8,7 @@ import io
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 import msgspec
@@ -24,7 +24,19 @@ _encoder = msgspec.json.Encoder(decimal_format="number")
 
 def format_ts(ts: datetime) -> str:
     """RFC 3339 in UTC with microseconds, e.g. 2024-05-01T12:00:00.000000Z."""
-    return ts.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
+    if ts.tzinfo is not UTC:  # asyncpg's are UTC already
+        ts = ts.astimezone(UTC)
+    # Formatted field by field: isoformat() asks the zone for its offset, which costs more than
+    # all the rest, for every row of an answer.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - the fastest here
+        ts.year,
+        ts.month,
+        ts.day,
+        ts.hour,
+        ts.minute,
+        ts.second,
+        ts.microsecond,
+    )
 
 
 class Format(enum.Enum):

@@ -16,15 +16,21 @@ from tsapi.instants import Instant
 
 Order = Literal["asc", "desc"]
 
-# The walk's total order (see cursors). ts leads, so the (ts DESC) and (sensor, ts DESC) indexes
-# serve it, and PostgreSQL sorts only rows sharing a ts. COALESCE: an adopted table's columns
-# may be nullable, and a NULL would drop a row from the keyset comparison.
+# The walk's total order (see cursors): ts, then sensor (a NULL one, which only an adopted table
+# may hold, lowest), then the value's and the metadata's text, which only exact duplicates share.
+# The (ts DESC, sensor DESC NULLS LAST) index gives the first two, so PostgreSQL sorts only rows
+# sharing both. A uuid compares as its text does in the C collation, so the keyset condition may
+# compare texts: COALESCE keeps a NULL from dropping a row out of that comparison.
 KEY_COLUMNS = (
     "ts",
     "coalesce(sensor::text, '') COLLATE \"C\"",
     "coalesce(value::text, '') COLLATE \"C\"",
     "coalesce(metadata::text, '') COLLATE \"C\"",
 )
+_ORDER_BY = {
+    "desc": "ts DESC, sensor DESC NULLS LAST, " + ", ".join(f"{c} DESC" for c in KEY_COLUMNS[2:]),
+    "asc": "ts ASC, sensor ASC NULLS FIRST, " + ", ".join(f"{c} ASC" for c in KEY_COLUMNS[2:]),
+}
 
 
 @dataclass(frozen=True)
@@ -75,22 +81,24 @@ class ReadingsQuery:
             conditions.append(f"ts < {arg(end)}")
         if self.metadata is not None:
             conditions.append(f"metadata @> {arg(self.metadata)}::jsonb")
-        # Directions and comparisons come from fixed sets, never from user text.
-        direction, beyond = ("ASC", ">") if self.order == "asc" else ("DESC", "<")
+        # Comparisons and orders come from fixed sets, never from user text.
+        beyond = ">" if self.order == "asc" else "<"
         fetch = self.limit
         if self.after is not None:
             ts, *texts = self.after.key
-            bound = ", ".join([arg(ts), *(f"{arg(text)}::text" for text in texts)])
+            ts_arg = arg(ts)
+            bound = ", ".join([ts_arg, *(f"{arg(text)}::text" for text in texts)])
+            # The bound on ts alone is the one an index scan can start from.
+            conditions.append(f"ts {beyond}= {ts_arg}")
             # Rows at the position itself come first, for the already answered ones to be skipped.
             beyond += "=" if self.after.seen else ""
             conditions.append(f"({', '.join(KEY_COLUMNS)}) {beyond} ({bound})")
             fetch = None if self.limit is None else self.limit + self.after.seen
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        order_by = ", ".join(f"{column} {direction}" for column in KEY_COLUMNS)
         # One more row than the page: whether it exists says if there is a next page.
         limit = "" if fetch is None else f"LIMIT {arg(fetch + 1)}"
         columns = "ts, sensor, metadata, value"
-        sql = f"SELECT {columns} FROM readings {where} ORDER BY {order_by} {limit}"  # noqa: S608
+        sql = f"SELECT {columns} FROM readings {where} ORDER BY {_ORDER_BY[self.order]} {limit}"  # noqa: S608
         return sql, args
 
 
