@@ -121,6 +121,32 @@ def test_old_partitions_are_dropped_whole_and_summaries_match_what_is_left(
     assert drop(db_url, KEEP) is None  # nothing more to drop
 
 
+def test_rebuilding_rollups_leaves_those_of_dropped_readings_alone(
+    api: httpx.Client, db_url: str
+) -> None:
+    seed(api)
+    wait_for_rollups(db_url)
+    dropped = drop(db_url, KEEP)
+    assert dropped is not None
+    params = {"bucket": "1h", "fn": "count", "from": f"-{DAYS + 1}d"}
+    before = api.get("/readings/aggregate", params=params).json()
+    start = f"{datetime.now(UTC) - timedelta(days=DAYS + 1):%Y-%m-%d}"
+    end = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S}"
+    command = ["rollups", "rebuild", "--database-url", db_url, "--from", start, "--to", end]
+    rebuild = subprocess.run(
+        [sys.executable, "-m", "tsapi", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rebuild.returncode == 0, rebuild.stderr
+    boundary = f"{dropped.boundary:%Y-%m-%d %H:%M:%S}"
+    assert f"rollups before {boundary} UTC were left as they are" in rebuild.stdout
+    assert f"rebuilt rollups from {boundary} to " in rebuild.stdout
+    # The hourly counts of the dropped days are still the rollups' (the readings are gone).
+    assert api.get("/readings/aggregate", params=params).json() == before
+
+
 def test_rollups_go_after_their_own_retention_never_where_readings_remain(
     api: httpx.Client, db_url: str
 ) -> None:

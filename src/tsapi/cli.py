@@ -143,16 +143,21 @@ def rebuild(start: datetime, end: datetime, **flags: Any) -> None:
     if start >= end:
         raise click.BadParameter("--from must be earlier than --to", param_hint="--from")
     settings = _settings(**flags)
-    written = _run(
-        "tsapi rollups rebuild",
-        lambda: server.rebuild_rollups(
-            settings, start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)
-        ),
+    start, end = start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)
+    kept_from, written = _run(
+        "tsapi rollups rebuild", lambda: server.rebuild_rollups(settings, start, end)
     )
-    click.echo(
-        f"rebuilt rollups from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC:"
-        f" {written} rollup rows written"
-    )
+    if kept_from > start:
+        click.echo(
+            f"rollups before {min(kept_from, end):%Y-%m-%d %H:%M:%S} UTC were left as they are:"
+            " no readings are kept before then (retention drops them, and their rollups are"
+            " all that is left of them)"
+        )
+    if kept_from < end:
+        click.echo(
+            f"rebuilt rollups from {kept_from:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC:"
+            f" {written} rollup rows written"
+        )
 
 
 @cli.group("keys")

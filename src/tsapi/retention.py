@@ -122,6 +122,16 @@ _OLDEST_READING = {
 }
 
 
+async def kept_since(conn: Connection, layout: Layout) -> datetime | None:
+    """Where the readings kept begin: those older than the oldest partition or chunk were
+    dropped whole (by retention, or by hand) and only rollups are left of them. None for a
+    plain table, which loses no period whole."""
+    if layout is Layout.PLAIN:
+        return None
+    oldest: datetime | None = await conn.fetchval(_OLDEST_READING[layout])
+    return datetime.max.replace(tzinfo=UTC) if oldest is None else oldest
+
+
 async def drop_old_rollups(conn: Connection, layout: Layout, keep: timedelta) -> int:
     """Delete rollup buckets wholly older than now() - keep, and older than every reading kept
     (so that rollups never hide readings); how many."""

@@ -8,6 +8,7 @@ not materialized yet, so answers are always those of the raw rows.
 """
 
 import asyncio
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -109,8 +110,21 @@ class Rollups:
         log.info("rollup refresh postponed: a long transaction is open")
         return False
 
-    async def rebuild(self, conn: Connection, start: datetime, end: datetime) -> int:
-        """Recompute every bucket touching [start, end) from the readings."""
+    def first_whole_bucket(self, since: datetime) -> datetime:
+        """The first instant from ``since`` on where a bucket of every width begins."""
+        common = timedelta(seconds=math.lcm(*(int(w.total_seconds()) for w in self.widths)))
+        return ORIGIN - (ORIGIN - since) // common * common
+
+    async def rebuild(
+        self, conn: Connection, start: datetime, end: datetime, kept_since: datetime | None
+    ) -> tuple[datetime, int]:
+        """Recompute every bucket touching [start, end) from the readings, but none that begins
+        before ``kept_since``: the readings before it were dropped, and the rollups are all
+        that is left of them. The start kept to, and the rollup rows written."""
+        if kept_since is not None and self.widths:
+            start = max(start, self.first_whole_bucket(min(kept_since, end)))
+        if start >= end:
+            return start, 0
         await conn.execute(
             "INSERT INTO tsapi_rollup_log (lo, hi) VALUES ($1, $2)",
             start,
@@ -121,4 +135,4 @@ class Rollups:
             written = await self.refresh(conn)
             if written is None:
                 await asyncio.sleep(0.2)
-        return written
+        return start, written

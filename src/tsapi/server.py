@@ -13,11 +13,12 @@ import structlog
 import uvicorn
 from pydantic import SecretStr
 
-from tsapi import db, migrate, workers
+from tsapi import db, migrate, retention, workers
 from tsapi.app import create_app
 from tsapi.embedded import EmbeddedPostgres
 from tsapi.rollups import Rollups
 from tsapi.settings import Settings, redact_url
+from tsapi.storage import detect_layout
 
 log = structlog.get_logger(__name__)
 
@@ -103,19 +104,21 @@ def upgrade(settings: Settings) -> list[migrate.Migration]:
         return asyncio.run(_upgrade(ready))
 
 
-async def _rebuild_rollups(ready: Settings, start: datetime, end: datetime) -> int:
+async def _rebuild_rollups(ready: Settings, start: datetime, end: datetime) -> tuple[datetime, int]:
     conn = await db.connect(ready)
     try:
         await migrate.upgrade(conn, ready)
         rollups = Rollups(list(ready.rollup_widths))
         await rollups.setup(conn)
-        return await rollups.rebuild(conn, start, end)
+        kept = await retention.kept_since(conn, await detect_layout(conn))
+        return await rollups.rebuild(conn, start, end, kept)
     finally:
         await conn.close()
 
 
-def rebuild_rollups(settings: Settings, start: datetime, end: datetime) -> int:
-    """Recompute the rollups over [start, end) from the readings; the rows written."""
+def rebuild_rollups(settings: Settings, start: datetime, end: datetime) -> tuple[datetime, int]:
+    """Recompute the rollups over [start, end) from the readings, from where the readings kept
+    begin at the earliest; that start, and the rows written."""
     with database(settings) as ready:
         return asyncio.run(_rebuild_rollups(ready, start, end))
 
