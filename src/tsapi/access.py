@@ -8,9 +8,9 @@ a header's value or a body, which may hold secrets.
 """
 
 import functools
+import random
 import re
 import time
-import uuid
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -40,7 +40,9 @@ def _request_id(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and _SANE_ID.fullmatch(value):
             return bytes(value)
-    return uuid.uuid4().hex.encode()
+    # Unique, not secret: the process's random generator (reseeded in each forked worker) is
+    # much cheaper than uuid4's system call.
+    return b"%032x" % random.getrandbits(128)
 
 
 class AccessMiddleware:
@@ -62,25 +64,28 @@ class AccessMiddleware:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id.decode()):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                seconds = time.perf_counter() - began
-                method = scope["method"]
-                routed = scope.get("route")  # the router's own finding, when it ran
-                route = routed.path if routed else permissions.route_of(scope)[0]
-                _requests(method, route, status).inc()
-                _latency(method, route).observe(seconds)
-                key: ApiKey | None = scope.get("tsapi.key")
-                client = scope.get("client")
-                log.info(
-                    "request",
-                    method=method,
-                    path=scope["path"],
-                    route=route,
-                    status=status,
-                    ms=round(seconds * 1000, 2),
-                    client=client[0] if client else None,
-                    key=key.id if key else None,
-                )
+        # bind and reset rather than bound_contextvars(), a generator-based context manager that
+        # costs more than the rest of this middleware.
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id.decode())
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - began
+            method = scope["method"]
+            routed = scope.get("route")  # the router's own finding, when it ran
+            route = routed.path if routed else permissions.route_of(scope)[0]
+            _requests(method, route, status).inc()
+            _latency(method, route).observe(seconds)
+            key: ApiKey | None = scope.get("tsapi.key")
+            client = scope.get("client")
+            log.info(
+                "request",
+                method=method,
+                path=scope["path"],
+                route=route,
+                status=status,
+                ms=round(seconds * 1000, 2),
+                client=client[0] if client else None,
+                key=key.id if key else None,
+            )
+            structlog.contextvars.reset_contextvars(**bound)

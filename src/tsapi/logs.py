@@ -40,6 +40,20 @@ def _redactor(secrets: list[str]) -> Processor:
     return redact
 
 
+class _NamedWriteLogger(structlog.WriteLogger):
+    """Writes tsapi's own lines straight to stderr: the stdlib's LogRecords, handler and
+    formatter, which cost more than the request that an access line describes, are left to the
+    libraries' logs."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stderr)
+        self.name = name  # for add_logger_name
+
+
+def _named_logger(name: str = "tsapi", *args: object) -> _NamedWriteLogger:
+    return _NamedWriteLogger(name)
+
+
 def configure_logging(settings: Settings) -> None:
     as_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
@@ -56,14 +70,11 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    redact = _redactor(secrets_of(settings))
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            *stamped,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *stamped, *render, redact],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_named_logger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -73,7 +84,7 @@ def configure_logging(settings: Settings) -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *render,
-                _redactor(secrets_of(settings)),
+                redact,
             ],
         )
     )
