@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import pwd
 import random
 import resource
 import shutil
@@ -28,6 +29,7 @@ from collections.abc import (
     Callable,
     Coroutine,
     Iterator,
+    Mapping,
     Sequence,
 )
 from dataclasses import dataclass, field
@@ -147,14 +149,20 @@ class Tsapi:
 
 
 @contextlib.contextmanager
-def running_tsapi(database_url: str, log_path: Path) -> Iterator[Tsapi]:
-    """``python -m tsapi serve`` on the database, ready, and stopped on exit."""
+def running_tsapi(
+    database_url: str,
+    log_path: Path,
+    options: Sequence[str] = (),
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[Tsapi]:
+    """``python -m tsapi serve`` on the database, ready, and stopped on exit; with default
+    settings but for the extra command-line ``options`` and ``TSAPI_*`` ``settings`` given."""
     port = free_port()
     command = [sys.executable, "-m", "tsapi", "serve", "--database-url", database_url]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--port", str(port), *options]
     # Default settings: none from the environment, nor from a tsapi.toml (it runs elsewhere).
     env = {name: value for name, value in os.environ.items() if not name.startswith("TSAPI_")}
-    env |= {"TSAPI_LOG_FORMAT": "json", "TSAPI_LOG_LEVEL": "warning"}
+    env |= {"TSAPI_LOG_FORMAT": "json", "TSAPI_LOG_LEVEL": "warning", **(settings or {})}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent
@@ -184,6 +192,68 @@ def _ready(tsapi: Tsapi) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def running_pgbouncer(database_url: str, pool_size: int = 20) -> Iterator[str]:
+    """A PgBouncer in transaction pooling mode in front of the database's server (over its Unix
+    socket when the URL names one, as the embedded server's does), in a temporary directory, and
+    stopped on exit: the database's URL through it."""
+    parts = urlsplit(database_url)
+    query = parse_qs(parts.query)
+    socket_dir = query.get("host", [parts.hostname or "127.0.0.1"])[0]
+    server_port = parts.port or int(query.get("port", ["5432"])[0])
+    user, password = parts.username or "postgres", parts.password or ""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="tsapi-pgbouncer-") as tmp:
+        work = Path(tmp)
+        (work / "users.txt").write_text(f'"{user}" "{password}"\n')
+        (work / "pgbouncer.ini").write_text(
+            f"[databases]\n* = host={socket_dir} port={server_port}\n[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {work / 'users.txt'}\npool_mode = transaction\n"
+            f"default_pool_size = {pool_size}\nmax_client_conn = 1000\n"
+            f"logfile = {work / 'pgbouncer.log'}\npidfile = {work / 'pgbouncer.pid'}\n"
+        )
+        command = [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root: as the owner of the server's
+            # socket directory (the embedded server's lets no one else in), or as nobody
+            owner = Path(socket_dir).stat().st_uid if socket_dir.startswith("/") else None
+            entry = pwd.getpwnam("nobody") if owner is None else pwd.getpwuid(owner)
+            for path in (work, *work.iterdir()):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+            command += ["-u", entry.pw_name]
+        process = subprocess.Popen(
+            [*command, str(work / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while not _listening(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log = (work / "pgbouncer.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"PgBouncer did not start:\n{log}")
+                time.sleep(0.05)
+            yield urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}", query=""))
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_page(url: str, count: int) -> None:
+    """Exit unless ``GET url`` answers a JSON array of ``count`` readings."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        if len(json.load(response)) != count:
+            sys.exit(f"GET {url} did not answer {count} readings")
+
+
 async def reset(database_url: str) -> None:
     """An empty readings table and a fresh checkpoint, so loads start alike."""
     conn = await asyncpg.connect(database_url)
@@ -206,15 +276,18 @@ class Reading:
     value: Decimal
 
 
-def make_readings(count: int, seed: int = 2) -> list[Reading]:
+def make_readings(
+    count: int, seed: int = 2, lead: dt.timedelta = dt.timedelta(minutes=1)
+) -> list[Reading]:
     """Readings of 500 sensors over half an hour, every tenth with metadata, values with two
-    decimals as thermometers send them. Their timestamps start a minute ahead of the clock: live
-    rows, which tsapi's rollups never see as late during a run (late ones cost a log entry and
-    a recomputation each), and whose partitions tsapi made at its start."""
+    decimals as thermometers send them. Their timestamps start ``lead`` (a minute) ahead of the
+    clock: live rows, which tsapi's rollups never see as late during a run that lasts less than
+    that (late ones cost a log entry and a recomputation each), and whose partitions tsapi made
+    at its start."""
     rng = random.Random(seed)
     sensors = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(500)]
     sites = [f"plant-{n}" for n in range(1, 9)]
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=1)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + lead
     step = dt.timedelta(minutes=30) / count
     readings = []
     for index in range(count):
@@ -269,6 +342,23 @@ def copy_payload(batch: Sequence[Reading]) -> bytes:
     return b"".join(parts)
 
 
+def copy_payloads(readings: Sequence[Reading], size: int = 10_000) -> list[bytes]:
+    """All the readings, tail included, as COPY payloads of ``size`` rows."""
+    return [copy_payload(readings[i : i + size]) for i in range(0, len(readings), size)]
+
+
+async def load_table(database_url: str, payloads: Sequence[bytes]) -> None:
+    """A table's readings, copied in directly (tsapi's startup made their partitions), and
+    analyzed."""
+    conn: Connection = await asyncpg.connect(database_url)
+    try:
+        for payload in payloads:
+            await copy_in(conn, payload)
+        await conn.execute("ANALYZE readings")
+    finally:
+        await conn.close()
+
+
 def _numeric(value: Decimal) -> bytes:
     """PostgreSQL's binary numeric: base-10000 digits around the decimal point."""
     sign, digits, exponent = value.as_tuple()
@@ -305,6 +395,21 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree_cpu(pid: int) -> float:
+    """``process_cpu`` of a live process and all its descendants (tsapi's workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    pids, total = [pid], 0.0
+    while pids:
+        current = pids.pop()
+        total += process_cpu(current)
+        pids += children.get(current, [])
+    return total
 
 
 def self_cpu() -> float:
@@ -362,12 +467,13 @@ async def metered_http_load(
     tsapi: Tsapi,
     database_url: str,
 ) -> Result:
-    """``http_load`` against tsapi, with the CPU that tsapi and its database backends used."""
+    """``http_load`` against tsapi, with the CPU that tsapi (workers included) and its database
+    backends used; ``database_url`` must reach PostgreSQL itself, not through a pooler."""
     monitor: Connection = await asyncpg.connect(database_url)
     try:
-        backends, server = await backends_cpu(monitor), process_cpu(tsapi.process.pid)
+        backends, server = await backends_cpu(monitor), tree_cpu(tsapi.process.pid)
         result = await asyncio.to_thread(http_load, client, url, bodies, duration, work)
-        result.cpu.tsapi = process_cpu(tsapi.process.pid) - server
+        result.cpu.tsapi = tree_cpu(tsapi.process.pid) - server
         result.cpu.postgres = cpu_since(backends, await backends_cpu(monitor))
     finally:
         await monitor.close()
@@ -617,7 +723,7 @@ def report(header: Sequence[str], rows: Sequence[Row]) -> bool:
                 "yes" if row.met else "NO",
             )
         )
-    _print_table(table)
+    print_table(table)
     print()
     print(
         "CPU used during each load: cores busy (CPU seconds per second; this machine has "
@@ -642,11 +748,11 @@ def report(header: Sequence[str], rows: Sequence[Row]) -> bool:
                     "" if result.latency_ms is None else f"{result.latency_ms:.1f} ms",
                 )
             )
-    _print_table(cpu_table)
+    print_table(cpu_table)
     return all(row.met for row in rows)
 
 
-def _print_table(table: Sequence[Sequence[str]]) -> None:
+def print_table(table: Sequence[Sequence[str]]) -> None:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))

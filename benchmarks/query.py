@@ -4,24 +4,20 @@ connections running the SQL that tsapi runs for it, straight on the same databas
 Run from the repository root: ``python -m benchmarks.query [--duration 10] [--database-url URL]``.
 """
 
-import json
-import sys
 import tempfile
-import urllib.request
 from pathlib import Path
-
-import asyncpg
 
 from benchmarks.common import (
     CLIENTS,
     Row,
     argument_parser,
     best,
-    copy_in,
-    copy_payload,
+    check_page,
+    copy_payloads,
     describe,
     direct_load,
     fresh_database,
+    load_table,
     make_readings,
     metered_http_load,
     parse,
@@ -52,11 +48,9 @@ def main() -> None:
         running_tsapi(database_url, Path(tmp) / "tsapi.log") as tsapi,
     ):
         machine = run_async(describe(database_url, embedded=args.database_url is None))
-        run_async(_load(database_url, args.rows))
+        run_async(load_table(database_url, copy_payloads(make_readings(args.rows))))
         url = f"{tsapi.base_url}/readings?limit={LIMIT}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            if len(json.load(response)) != LIMIT:
-                sys.exit(f"GET {url} did not answer {LIMIT} readings")
+        check_page(url, LIMIT)
         direct = served = None
         for _ in range(args.rounds):  # interleaved; the best round of each counts
             direct = best(direct, run_async(direct_load(database_url, args.duration, query)))
@@ -79,18 +73,6 @@ def main() -> None:
         ],
         rows,
     )
-
-
-async def _load(database_url: str, count: int) -> None:
-    """The table's readings, copied in directly (tsapi's startup made their partitions)."""
-    readings = make_readings(count)
-    conn: Connection = await asyncpg.connect(database_url)
-    try:
-        for start in range(0, count, 10_000):
-            await copy_in(conn, copy_payload(readings[start : start + 10_000]))
-        await conn.execute("ANALYZE readings")
-    finally:
-        await conn.close()
 
 
 if __name__ == "__main__":
