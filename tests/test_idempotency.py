@@ -1,14 +1,17 @@
-"""Idempotency-Key on POST /readings: a retry answers the first answer and writes nothing again,
-also when it races the first attempt, and after tsapi was killed between commit and answer; the
-same key with another request is refused."""
+"""Idempotency-Key on POST /readings (JSON, NDJSON, CSV) and the InfluxDB write routes: a retry
+answers the first answer and writes nothing again, also when it races the first attempt, and after
+tsapi was killed between commit and answer; the same key with another request is refused."""
 
 import asyncio
+import gzip
+import json
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,68 @@ def new_key() -> str:
 
 def post(client: httpx.Client, key: str, body: object = BODY, path: str = "/readings") -> Any:
     return client.post(path, json=body, headers={"Idempotency-Key": key})
+
+
+@dataclass(frozen=True)
+class Form:
+    """A way to write readings: where, as what, and what a write of ``n`` readings answers."""
+
+    path: str
+    content_type: str
+    render: Callable[[Sequence[int]], str]  # a body of one reading per value
+    bad_line: str
+    status: int
+
+    def answer(self, n: int) -> tuple[int, str]:
+        return (self.status, str(n) if self.status == 200 else "")
+
+    def body(self, values: Sequence[int] = (1, 2, 3)) -> bytes:
+        return self.render(values).encode()
+
+
+def _ndjson(values: Sequence[int]) -> str:
+    return "".join(json.dumps({"sensor": SENSOR, "value": v}) + "\n" for v in values)
+
+
+def _lines(values: Sequence[int]) -> str:
+    return "".join(f"m v={v}\n" for v in values)  # untimed, as BODY's readings are
+
+
+STREAMED = {
+    "ndjson": Form("/readings", "application/x-ndjson", _ndjson, '{"value": 1}\n', 200),
+    "csv": Form(
+        "/readings",
+        "text/csv",
+        lambda values: "sensor,value\n" + "".join(f"{SENSOR},{v}\n" for v in values),
+        f"{SENSOR},many\n",
+        200,
+    ),
+    "line protocol v2": Form("/api/v2/write?bucket=b", "text/plain", _lines, "m v=\n", 204),
+    "line protocol v1": Form("/write?db=d", "text/plain", _lines, "m v=1 soon\n", 204),
+}
+FORMS = {
+    "json": Form(
+        "/readings",
+        "application/json",
+        lambda values: json.dumps([{"sensor": SENSOR, "value": v} for v in values]),
+        "]",
+        200,
+    ),
+    **STREAMED,
+}
+streamed = pytest.mark.parametrize("form", STREAMED.values(), ids=STREAMED)
+every_form = pytest.mark.parametrize("form", FORMS.values(), ids=FORMS)
+
+
+def send(
+    client: httpx.Client, key: str, form: Form, body: bytes | None = None, **headers: str
+) -> httpx.Response:
+    headers = {"Content-Type": form.content_type, "Idempotency-Key": key, **headers}
+    return client.post(form.path, content=form.body() if body is None else body, headers=headers)
+
+
+def replayed(response: httpx.Response) -> bool:
+    return bool(response.headers.get("idempotent-replayed") == "true")
 
 
 def test_a_retry_answers_the_first_answer_and_writes_nothing(
@@ -87,11 +152,14 @@ def test_a_refused_request_leaves_its_key_unused(api: httpx.Client, db_url: str)
     assert count(db_url) == 3
 
 
+@every_form
 @pytest.mark.parametrize("key", ["", "k" * 256, "two\twords"])
-def test_a_malformed_key_is_a_400(api: httpx.Client, db_url: str, key: str) -> None:
-    response = post(api, key)
+def test_a_malformed_key_is_a_400(api: httpx.Client, db_url: str, key: str, form: Form) -> None:
+    response = send(api, key, form)
     assert response.status_code == 400
-    assert response.json()["header"] == "Idempotency-Key"
+    assert "Idempotency-Key must be 1 to 255 printable ASCII characters" in response.text
+    if form.path == "/readings":
+        assert response.json()["header"] == "Idempotency-Key"
     assert count(db_url) == 0
 
 
@@ -148,6 +216,94 @@ def test_keys_are_scoped_per_identity(db_url: str) -> None:
     ]
 
 
+@every_form
+def test_every_format_is_written_once_per_key(api: httpx.Client, db_url: str, form: Form) -> None:
+    key = new_key()
+    first = send(api, key, form)
+    assert ((first.status_code, first.text), replayed(first)) == (form.answer(3), False)
+    for _ in range(2):
+        retry = send(api, key, form)
+        assert ((retry.status_code, retry.text), replayed(retry)) == (form.answer(3), True)
+        assert retry.headers.get("content-type") == first.headers.get("content-type")
+    assert count(db_url) == 3
+
+
+@every_form
+def test_the_same_key_for_another_body_query_or_content_type_is_a_422(
+    api: httpx.Client, db_url: str, form: Form
+) -> None:
+    key = new_key()
+    assert send(api, key, form).status_code == form.status
+    others = [
+        (
+            form.path,
+            form.body() + b"\n",
+            form.content_type,
+        ),  # the same readings, not the same bytes
+        (f"{form.path}{'&' if '?' in form.path else '?'}again=1", form.body(), form.content_type),
+        (form.path, form.body(), f"{form.content_type}; charset=utf-8"),
+    ]
+    for path, body, content_type in others:
+        headers = {"Idempotency-Key": key, "Content-Type": content_type}
+        refused = api.post(path, content=body, headers=headers)
+        assert refused.status_code == 422
+        assert "was already used for a different request" in refused.text
+    assert count(db_url) == 3
+    assert replayed(send(api, key, form))  # the first one stays
+
+
+@streamed
+def test_a_streamed_attempt_that_fails_after_writing_leaves_its_key_free(
+    api: httpx.Client, db_url: str, form: Form
+) -> None:
+    key, good = new_key(), form.body(range(60_000))  # several blocks, the first written first
+    bad = send(api, key, form, good + form.bad_line.encode())
+    assert bad.status_code == (400 if form.status == 204 else 422)
+    assert count(db_url) == 0
+    fixed = send(api, key, form, good)
+    assert ((fixed.status_code, fixed.text), replayed(fixed)) == (form.answer(60_000), False)
+    assert count(db_url) == 60_000
+
+
+@streamed
+def test_a_long_streamed_retry_is_read_to_its_end_and_compared(
+    api: httpx.Client, db_url: str, form: Form
+) -> None:
+    key, values = new_key(), list(range(60_000))
+
+    def chunks(body: bytes) -> Iterator[bytes]:
+        for start in range(0, len(body), 65_536):
+            yield body[start : start + 65_536]
+
+    assert send(api, key, form, form.body(values)).status_code == form.status
+    retry = api.post(
+        form.path,
+        content=chunks(form.body(values)),
+        headers={"Content-Type": form.content_type, "Idempotency-Key": key},
+    )
+    assert ((retry.status_code, retry.text), replayed(retry)) == (form.answer(60_000), True)
+    changed_at_the_end = send(api, key, form, form.body([*values[:-1], 7]))
+    assert changed_at_the_end.status_code == 422
+    assert count(db_url) == 60_000
+
+
+@pytest.mark.parametrize("form", [STREAMED["ndjson"], STREAMED["line protocol v2"]])
+def test_a_gzipped_body_is_the_same_request_as_its_plain_one(
+    api: httpx.Client, db_url: str, form: Form
+) -> None:
+    key, zipped = new_key(), {"Content-Encoding": "gzip"}
+    first = send(api, key, form, gzip.compress(form.body()), **zipped)
+    assert ((first.status_code, first.text), replayed(first)) == (form.answer(3), False)
+    again = send(api, key, form, gzip.compress(form.body()), **zipped)
+    assert ((again.status_code, again.text), replayed(again)) == (form.answer(3), True)
+    # The body digested is the one decoded: compressed otherwise, or not, it is the same.
+    plain = send(api, key, form)
+    assert ((plain.status_code, plain.text), replayed(plain)) == (form.answer(3), True)
+    other = send(api, key, form, gzip.compress(form.body([4])), **zipped)
+    assert other.status_code == 422
+    assert count(db_url) == 3
+
+
 @pytest.fixture
 def readings_locked(db_url: str) -> Iterator[Callable[[], None]]:
     """Writes to readings wait until the function given is called (or the test ends)."""
@@ -188,28 +344,30 @@ def waiting_backends(db_url: str, count: int) -> list[asyncpg.Record]:
     raise AssertionError(f"{count} requests never waited together")
 
 
+@every_form
 def test_a_retry_racing_the_first_attempt_waits_and_answers_its_result(
-    api: httpx.Client, db_url: str, readings_locked: Callable[[], None]
+    api: httpx.Client, db_url: str, readings_locked: Callable[[], None], form: Form
 ) -> None:
     key = new_key()
     with ThreadPoolExecutor(2) as pool:
-        attempts = [pool.submit(post, api, key) for _ in range(2)]
+        attempts = [pool.submit(send, api, key, form) for _ in range(2)]
         # One waits to write into readings, the other for the first one's key.
         waits = waiting_backends(db_url, 2)
         assert sorted(row["wait_event"] for row in waits) == ["relation", "transactionid"]
         readings_locked()
         responses = [attempt.result(60) for attempt in attempts]
-    assert [(r.status_code, r.text) for r in responses] == [(200, "3"), (200, "3")]
-    assert sorted(r.headers.get("idempotent-replayed", "") for r in responses) == ["", "true"]
+    assert [(r.status_code, r.text) for r in responses] == [form.answer(3)] * 2
+    assert sorted(replayed(r) for r in responses) == [False, True]
     assert count(db_url) == 3
 
 
+@every_form
 def test_a_retry_racing_a_first_attempt_that_fails_does_the_work_itself(
-    api: httpx.Client, db_url: str, readings_locked: Callable[[], None]
+    api: httpx.Client, db_url: str, readings_locked: Callable[[], None], form: Form
 ) -> None:
     key = new_key()
     with ThreadPoolExecutor(2) as pool:
-        attempts = [pool.submit(post, api, key) for _ in range(2)]
+        attempts = [pool.submit(send, api, key, form) for _ in range(2)]
         waits = waiting_backends(db_url, 2)
         first = next(row["pid"] for row in waits if row["wait_event"] == "relation")
         sql(db_url, "SELECT pg_terminate_backend($1)", first)
@@ -218,8 +376,10 @@ def test_a_retry_racing_a_first_attempt_that_fails_does_the_work_itself(
         responses = sorted(
             (attempt.result(60) for attempt in attempts), key=lambda r: r.status_code
         )
-    assert (responses[0].status_code, responses[0].text) == (200, "3")
-    assert "idempotent-replayed" not in responses[0].headers
+    assert ((responses[0].status_code, responses[0].text), replayed(responses[0])) == (
+        form.answer(3),
+        False,
+    )
     assert responses[1].status_code == 503
     assert count(db_url) == 3
 

@@ -188,14 +188,3 @@ def test_a_large_body_is_ingested_in_flat_memory(lone_tsapi: Tsapi) -> None:
     large = post(700_000)  # 60 MB: were the body held, its readings would take over 200 MB more
     assert sql(lone_tsapi.database_url, "SELECT count(*) FROM readings")[0][0] == 800_000
     assert large - small < 10 * 1024 * 1024, f"the peak grew by {(large - small) / 2**20:.0f} MiB"
-
-
-def test_an_idempotency_key_is_for_json_bodies_only(api: httpx.Client, db_url: str) -> None:
-    headers = {**NDJSON, "Idempotency-Key": "k1"}
-    response = api.post(
-        "/readings", content=f'{{"sensor": "{SENSOR}", "value": 1}}\n', headers=headers
-    )
-    assert response.status_code == 400
-    assert response.json()["header"] == "Idempotency-Key"
-    assert "JSON bodies only" in response.json()["error"]
-    assert count(db_url) == 0

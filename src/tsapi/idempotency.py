@@ -6,9 +6,12 @@ either done with its answer recorded or not done at all: a retry after a lost an
 crash between the commit and the answer, replays that answer and inserts nothing. A retry racing
 the first attempt waits for the first one's transaction (the key's row is locked until it ends),
 then answers its result; if the first attempt failed, the retry does the work itself.
+
+Streamed bodies (NDJSON, CSV, line protocol) are digested as they are read and written, so their
+digest is recorded at the end of the transaction; a retry of a request already done reads its
+body to the end, writing nothing, to compare it.
 """
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +21,7 @@ from starlette.responses import Response
 
 from tsapi.db import Connection
 from tsapi.errors import ApiError
+from tsapi.request_digest import Digest
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -25,17 +29,18 @@ MAX_KEY_LENGTH = 255
 PURGE_INTERVAL = 600.0  # seconds between purges of expired keys
 
 # Claims the key: inserts it, or takes over an expired one. When another transaction holds the
-# key, this waits until that one ends; then no row is returned if the key is (still) taken.
+# key, this waits until that one ends; then no row is returned if the key is (still) taken. The
+# request's digest is recorded with the answer: a streamed body's is known only once it is read
+# (the empty one stored meanwhile is never seen committed).
 _CLAIM_SQL = """
 INSERT INTO tsapi_idempotency AS i (identity, key, request_sha256, status, content_type, body)
-VALUES ($1, $2, $3, 0, '', '')
+VALUES ($1, $2, '', 0, '', '')
 ON CONFLICT (identity, key) DO UPDATE
-    SET request_sha256 = excluded.request_sha256, status = 0, content_type = '', body = '',
-        created_at = now()
-    WHERE i.created_at <= now() - $4::interval
+    SET request_sha256 = '', status = 0, content_type = '', body = '', created_at = now()
+    WHERE i.created_at <= now() - $3::interval
 RETURNING true"""
 _RECORD_SQL = """
-UPDATE tsapi_idempotency SET status = $3, content_type = $4, body = $5
+UPDATE tsapi_idempotency SET request_sha256 = $3, status = $4, content_type = $5, body = $6
 WHERE identity = $1 AND key = $2"""
 _FIND_SQL = """
 SELECT request_sha256, status, content_type, body FROM tsapi_idempotency
@@ -57,21 +62,16 @@ class _Unrecorded(Exception):
         self.answer = answer
 
 
-def digest(method: str, path: str, query: str, content_type: str, body: bytes) -> bytes:
-    """What identifies a request's content: a retry must have the same."""
-    hashed = hashlib.sha256()
-    for part in (method, path, query, content_type):
-        encoded = part.encode()
-        hashed.update(len(encoded).to_bytes(4, "big") + encoded)
-    hashed.update(body)
-    return hashed.digest()
+def digest(method: str, path: str, query: str, content_type: str, body: bytes) -> Digest:
+    """The digest of a request whose body is all at hand."""
+    return Digest(method, path, query, content_type).update(body)
 
 
 async def once(
     conn: Connection,
     identity: str,
     key: str,
-    request_digest: bytes,
+    request_digest: Digest,
     retention: timedelta,
     work: Callable[[], Awaitable[Answer]],
 ) -> tuple[Answer, bool]:
@@ -80,13 +80,19 @@ async def once(
     says which (True: replayed). A 2xx answer only is recorded."""
     try:
         async with conn.transaction():
-            claimed = await conn.fetchval(_CLAIM_SQL, identity, key, request_digest, retention)
+            claimed = await conn.fetchval(_CLAIM_SQL, identity, key, retention)
             if claimed:
                 answer = await work()
                 if not 200 <= answer.status < 300:
                     raise _Unrecorded(answer)
                 await conn.execute(
-                    _RECORD_SQL, identity, key, answer.status, answer.content_type, answer.body
+                    _RECORD_SQL,
+                    identity,
+                    key,
+                    await request_digest.value(),
+                    answer.status,
+                    answer.content_type,
+                    answer.body,
                 )
                 return answer, False
             row = await conn.fetchrow(_FIND_SQL, identity, key)
@@ -94,7 +100,8 @@ async def once(
         return unrecorded.answer, False
     if row is None:  # expired and purged between the two statements: start again
         return await once(conn, identity, key, request_digest, retention, work)
-    if row["request_sha256"] != request_digest:
+    # Out of the transaction: a streamed body may take long to read to its end.
+    if row["request_sha256"] != await request_digest.value():
         raise ApiError(
             422,
             f"this {HEADER} was already used for a different request; use a new key for a new"
@@ -134,24 +141,19 @@ def key_of(request: Request) -> str | None:
 async def respond(
     request: Request,
     conn: Connection,
-    body: bytes,
+    body: bytes | Digest,
     write: Callable[[], Awaitable[Response]],
     identity: str | None = None,
 ) -> Response:
     """What ``write`` answers, done at most once per Idempotency-Key (when the request has one):
-    the wrapper for every route that writes readings. ``write`` uses ``conn``; with a key it runs
+    the wrapper for every route that writes readings. ``body`` is the request's, or the Digest
+    its streamed body feeds as ``write`` reads it. ``write`` uses ``conn``; with a key it runs
     in a transaction, where its own transactions become savepoints."""
     key = key_of(request)
     if key is None:
         return await write()
     retention: timedelta = request.app.state.tsapi.settings.idempotency_retention
-    request_digest = digest(
-        request.method,
-        request.url.path,
-        request.url.query,
-        request.headers.get("content-type", ""),
-        body,
-    )
+    request_digest = body if isinstance(body, Digest) else Digest.of(request).update(body)
 
     written: list[Response] = []
 

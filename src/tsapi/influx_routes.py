@@ -39,14 +39,18 @@ async def _write(request: Request, target: str, precisions: dict[str, int]) -> R
     if precision not in precisions:
         return _error(400, f"precision must be one of {', '.join(precisions)}, not {precision!r}")
     parser = LineProtocolParser({target: name}, precisions[precision])
+    limit = state.settings.max_body_bytes_lineprotocol
     try:
-        await streaming.ingest(request, state, parser, state.settings.max_body_bytes_lineprotocol)
+        return await streaming.ingest(request, state, parser, limit, _no_content)
     except streaming.BadLines as exc:
         lines = "\n".join(f"line {error.line}: {_describe(error)}" for error in exc.lines)
         message = f"{exc.message}; errors encountered on line(s):\n{lines}"
         return _error(400, message, line=exc.lines[0].line)
     except ApiError as exc:
         return _error(exc.status, exc.message)
+
+
+def _no_content(inserted: int) -> Response:
     return Response(status_code=204)
 
 

@@ -28,8 +28,7 @@ async def post_readings(request: Request) -> Response:
     state: State = request.app.state.tsapi
     streamed = streaming.readings_parser(request.headers.get("content-type"), state.settings)
     if streamed is not None:  # NDJSON or CSV
-        inserted = await streaming.ingest(request, state, *streamed)
-        return Response(str(inserted), media_type="application/json")
+        return await streaming.ingest(request, state, *streamed, _count)
     # Any other Content-Type is JSON: `curl -d` labels it a form.
     body = await read_body(request, state.settings.max_body_bytes)
     with metrics.counting_rejections():
@@ -41,10 +40,14 @@ async def post_readings(request: Request) -> Response:
         async def write() -> Response:
             inserted = await state.storage.write(conn, batch)
             metrics.READINGS_INGESTED.inc(inserted)
-            return Response(str(inserted), media_type="application/json")
+            return _count(inserted)
 
         # Once per Idempotency-Key: a retry of a request that was done answers its answer.
         return await idempotency.respond(request, conn, body, write)
+
+
+def _count(inserted: int) -> Response:
+    return Response(str(inserted), media_type="application/json")
 
 
 async def get_readings(request: Request) -> Response:

@@ -4,9 +4,10 @@ in flat memory, all or nothing. A bad line stops the writing (the transaction ro
 the parsing, so that the answer names the first MAX_REPORTED_ERRORS bad lines."""
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 from tsapi import idempotency, metrics, permissions
 from tsapi.bodies import body_chunks
@@ -16,6 +17,7 @@ from tsapi.parsers import BlockParser, LineError
 from tsapi.parsers.csv import CsvParser
 from tsapi.parsers.lines import line_blocks
 from tsapi.parsers.ndjson import NdjsonParser
+from tsapi.request_digest import Digest
 from tsapi.settings import Settings
 from tsapi.state import State
 
@@ -51,28 +53,36 @@ def readings_parser(content_type: str | None, settings: Settings) -> tuple[Block
     return CsvParser(), settings.max_body_bytes_csv
 
 
-async def ingest(request: Request, state: State, parser: BlockParser, limit: int) -> int:
-    """Parse and write the request's body, all or nothing; how many readings were written."""
+async def ingest(
+    request: Request,
+    state: State,
+    parser: BlockParser,
+    limit: int,
+    answer: Callable[[int], Response],
+) -> Response:
+    """Parse and write the request's body, all or nothing, and answer ``answer(readings
+    written)``; once per Idempotency-Key, as JSON bodies are."""
+    digest = Digest.of(request)
+    chunks = body_chunks(request, limit)
+    # Digested decoded, as JSON bodies are; and only when a retry may have to compare it.
     if idempotency.key_of(request) is not None:
-        # Its answer would be found by the body's digest, known only once all is written.
-        raise ApiError(
-            400,
-            f"{idempotency.HEADER} is taken with JSON bodies only; NDJSON, CSV and line "
-            "protocol bodies are streamed",
-            header=idempotency.HEADER,
-        )
-    blocks = line_blocks(body_chunks(request, limit), parser.quoted)
+        chunks = digest.tap(chunks)
+    blocks = line_blocks(chunks, parser.quoted)
     with metrics.counting_rejections():
         async with contextlib.aclosing(_batches(request, blocks, parser)) as batches:
             # The first batch is parsed before a connection is taken: a body refused at once,
             # or a client slow to send it, holds none.
             first = await anext(batches, None)
-            if first is None:
-                return 0
             async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
-                inserted = await state.storage.write_stream(conn, _chain(first, batches))
-    metrics.READINGS_INGESTED.inc(inserted)
-    return inserted
+
+                async def write() -> Response:
+                    inserted = 0
+                    if first is not None:
+                        inserted = await state.storage.write_stream(conn, _chain(first, batches))
+                    metrics.READINGS_INGESTED.inc(inserted)
+                    return answer(inserted)
+
+                return await idempotency.respond(request, conn, digest, write)
 
 
 async def _batches(
