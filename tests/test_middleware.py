@@ -4,6 +4,7 @@ rate limits, and the refusal to serve an open API beyond this machine."""
 import json
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ def server(make_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         TSAPI_LOG_FORMAT="json",
         TSAPI_CORS_ORIGINS="https://app.example, https://ops.example",
         TSAPI_BODY_TIMEOUT="0.5",
+        TSAPI_BODY_MIN_RATE="200",
         TSAPI_KEEP_ALIVE_TIMEOUT="1",
     )
     tsapi.key = make_key(tsapi.database_url, "admin")  # type: ignore[attr-defined]
@@ -116,11 +118,57 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_the_connection_closed(
 ) -> None:
     key = server.key.encode()  # type: ignore[attr-defined]
     request = b"POST /readings HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n"
-    request += b"Authorization: Bearer " + key + b"\r\n\r\n[{"
+    request += b"Authorization: Bearer " + key + b"\r\n\r\n"  # and not a byte of the body
     head, _, body = raw(server, request).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ")
     assert b"connection: close" in head.lower()
-    assert json.loads(body) == {"error": "the request body did not arrive within 0.5 s"}
+    assert json.loads(body) == {
+        "error": "the request body came too slowly: nothing of it arrived for 0.5 s"
+    }
+
+
+def sent_in_pieces(server: Tsapi, body: bytes, pieces: int, pause: float) -> bytes:
+    """The answer to a POST /readings whose body is sent in ``pieces``, ``pause`` s apart."""
+    key = server.key.encode()  # type: ignore[attr-defined]
+    head = b"POST /readings HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+    head += b"Content-Length: %d\r\nAuthorization: Bearer %s\r\n\r\n" % (len(body), key)
+    parts = urlsplit(server.base_url)
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as sock:
+        sock.sendall(head)
+        size = -(-len(body) // pieces)
+        try:
+            for start in range(0, len(body), size):
+                time.sleep(pause)
+                sock.sendall(body[start : start + size])
+        except OSError:  # the server answered and closed before the whole body was sent
+            pass
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_body_that_keeps_arriving_may_take_longer_than_body_timeout(server: Tsapi) -> None:
+    readings = [{"sensor": str(uuid.uuid4()), "value": n} for n in range(6)]
+    body = json.dumps(readings, indent=40).encode()  # about 1.5 KB: 1.2 s at 250 ms a piece
+    answer = sent_in_pieces(server, body, pieces=6, pause=0.25)
+    head, _, count = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(count) == 6
+
+
+def test_a_body_trickling_below_body_min_rate_is_408(server: Tsapi) -> None:
+    sensor = str(uuid.uuid4())
+    body = json.dumps([{"sensor": sensor, "value": 1}]).encode()
+    answer = sent_in_pieces(server, body, pieces=len(body), pause=0.3)  # 3 bytes/s, never idle
+    head, _, error = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(error) == {
+        "error": "the request body came too slowly: it arrived at less than 200 bytes/s on average"
+    }
+    key = server.key  # type: ignore[attr-defined]
+    stored = httpx.get(f"{server.base_url}/readings?sensor={sensor}", headers=bearer(key))
+    assert stored.json() == []
 
 
 def test_an_idle_keep_alive_connection_is_closed(server: Tsapi) -> None:

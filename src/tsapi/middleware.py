@@ -29,7 +29,11 @@ def stack(settings: Settings) -> list[Middleware]:
                 expose_headers=["Link", "Retry-After", "X-Request-ID"],
             )
         )
-    layers.append(Middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout))
+    layers.append(
+        Middleware(
+            BodyTimeoutMiddleware, seconds=settings.body_timeout, min_rate=settings.body_min_rate
+        )
+    )
     if settings.auth != "off":
         layers.append(Middleware(AuthMiddleware, settings=settings))
     if settings.rate_limit is not None:

@@ -215,7 +215,16 @@ class Settings(BaseSettings):
         "unset: none.",
     )
     body_timeout: float = Field(
-        60.0, gt=0, description="Seconds a client has to send a request's body (408 after)."
+        60.0,
+        gt=0,
+        description="Seconds a request's body may stop arriving for, and its grace before "
+        "body_min_rate applies (408 past either).",
+    )
+    body_min_rate: int = Field(
+        1024,
+        gt=0,
+        description="Bytes per second a request's body must average once it has taken "
+        "body_timeout seconds.",
     )
     keep_alive_timeout: int = Field(
         5, ge=1, description="Seconds an idle keep-alive connection is kept open."
