@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,12 +19,16 @@ from tsapi.aggregate import (
 from tsapi.buckets import plan, usable_widths
 from tsapi.containment import parse_containment
 from tsapi.db import Connection
-from tsapi.durations import parse_duration
+from tsapi.durations import format_duration, parse_duration
 from tsapi.errors import ApiError
+from tsapi.ingest import TS_RANGE_REASON
 from tsapi.instants import parse_instant, resolve
 from tsapi.query import _parse_sensors
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
+_FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
+MAX_BUCKET = timedelta(weeks=1_000_000)  # some 19,000 years
 
 
 def parse_aggregate_query(params: QueryParams, max_points: int) -> AggregateQuery:
@@ -35,9 +39,13 @@ def parse_aggregate_query(params: QueryParams, max_points: int) -> AggregateQuer
         bucket = parse_duration(raw_bucket)
     except ValueError as exc:
         raise ApiError(400, f"'bucket': {exc}", parameter="bucket") from None
-    functions = _choices("fn", params.getlist("fn") or ["avg"], FUNCTIONS)
-    group = _choices("group", [params.get("group", "sensor")], ("sensor", "none"))[0]
-    fill = _choices("fill", [params.get("fill", "none")], FILLS)[0]
+    if bucket > MAX_BUCKET:  # wider than the calendar, and than PostgreSQL's date_bin takes
+        raise ApiError(
+            400, f"'bucket' must be at most {format_duration(MAX_BUCKET)}", parameter="bucket"
+        )
+    functions = _choices("fn", params.getlist("fn"), FUNCTIONS) or ("avg",)  # fn= too
+    group = _choice("group", params.get("group", "sensor"), ("sensor", "none"))
+    fill = _choice("fill", params.get("fill", "none"), FILLS)
     start = parse_instant("from", params.get("from"))
     end = parse_instant("to", params.get("to"))
     if isinstance(start, datetime) and isinstance(end, datetime):
@@ -58,6 +66,10 @@ def parse_aggregate_query(params: QueryParams, max_points: int) -> AggregateQuer
 def check_range(start: datetime, end: datetime, bucket: timedelta, max_points: int) -> None:
     if start >= end:
         raise ApiError(400, "'from' must be earlier than 'to'", parameter="from")
+    # asyncpg sends these two instants as -infinity and infinity, which no bucket can hold.
+    for name, instant in (("from", start), ("to", end)):
+        if instant in (_FIRST_INSTANT, _LAST_INSTANT):
+            raise ApiError(400, f"'{name}' {TS_RANGE_REASON}", parameter=name)
     points = math.ceil((end - start) / bucket)
     if points > max_points:
         raise ApiError(
@@ -78,6 +90,16 @@ def _choices(name: str, values: Sequence[str], allowed: Sequence[str]) -> tuple[
     return tuple(dict.fromkeys(chosen))
 
 
+def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    """One of ``allowed``; an empty value is none of them."""
+    value = value.strip()
+    if value not in allowed:
+        raise ApiError(
+            400, f"'{name}' must be one of {', '.join(allowed)}, not {value!r}", parameter=name
+        )
+    return value
+
+
 def _parse_zone(raw: str | None) -> ZoneInfo | None:
     if raw is None or raw.upper() in ("UTC", "Z", "ETC/UTC"):
         return None
@@ -90,6 +112,24 @@ def _parse_zone(raw: str | None) -> ZoneInfo | None:
 
 
 async def run_aggregate(
+    conn: Connection, query: AggregateQuery, widths: Sequence[timedelta], max_points: int
+) -> list[dict[str, Any]]:
+    try:
+        return await _run_aggregate(conn, query, widths, max_points)
+    except OverflowError:
+        if query.tz is None:
+            raise
+        # Local buckets near 0001-01-01 or 9999-12-31 can start or end beyond them in UTC,
+        # where no datetime exists.
+        raise ApiError(
+            400,
+            f"in time zone {query.tz.key}, buckets over this range reach beyond 0001-01-01"
+            " or 9999-12-31 (UTC); use a range further from those ends, or tz=UTC",
+            parameter="tz",
+        ) from None
+
+
+async def _run_aggregate(
     conn: Connection, query: AggregateQuery, widths: Sequence[timedelta], max_points: int
 ) -> list[dict[str, Any]]:
     # One snapshot: the rollup state, the late-write log and every row read agree.

@@ -24,7 +24,10 @@ def usable_widths(
     widths: Sequence[timedelta], bucket: timedelta, tz: ZoneInfo | None, span: Span
 ) -> list[timedelta]:
     """Rollup widths whose buckets tile the query's buckets exactly, coarsest first."""
-    offsets = _offsets(tz, span)
+    try:
+        offsets = _offsets(tz, span)
+    except OverflowError:  # local time at the ends of the calendar: the raw readings answer
+        return []
     return sorted(
         (
             width

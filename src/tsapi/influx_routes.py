@@ -36,6 +36,8 @@ async def _write(request: Request, target: str, precisions: dict[str, int]) -> R
     name, precision = params.get(target), params.get("precision") or "ns"
     if not name:
         return _error(400, f"the {target} query parameter is required")
+    if "\x00" in name:  # it is kept in each reading's metadata, which jsonb refuses it in
+        return _error(400, f"the {target} query parameter cannot contain \\u0000")
     if precision not in precisions:
         return _error(400, f"precision must be one of {', '.join(precisions)}, not {precision!r}")
     parser = LineProtocolParser({target: name}, precisions[precision])

@@ -86,7 +86,7 @@ def parse_json(body: bytes, max_rows: int) -> Batch:
     """Readings from a JSON body, or an ApiError: 400 bad JSON, 413 too many rows, 422 bad rows."""
     try:
         decoded = _fast_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return _parse_thoroughly(body, max_rows)
     readings = decoded if isinstance(decoded, list) else [decoded]
     _check_row_count(len(readings), max_rows)
@@ -99,7 +99,7 @@ def parse_lines(block: bytes, count: int) -> Batch | None:
     line is for the thorough pass, which parse_row does a line at a time."""
     try:
         readings = _line_decoder.decode_lines(block)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     # A line holding two objects would pass for two lines.
     return _batch_of(readings) if len(readings) == count else None
@@ -136,6 +136,8 @@ def _parse_thoroughly(body: bytes, max_rows: int) -> Batch:
     except msgspec.DecodeError as exc:
         position = _describe_position(body, str(exc))
         raise ApiError(400, f"invalid JSON: {position}; {SHAPE_HINT}") from None
+    except RecursionError:
+        raise ApiError(400, f"invalid JSON: nested too deeply; {SHAPE_HINT}") from None
     if isinstance(decoded, dict):
         decoded = [decoded]
     if not isinstance(decoded, list):

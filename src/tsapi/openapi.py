@@ -9,6 +9,8 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from tsapi import __version__
+from tsapi.permissions import OPEN
+from tsapi.ratelimit import EXEMPT as NOT_RATE_LIMITED
 from tsapi.web import json_response
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -26,7 +28,29 @@ def _query(name: str, description: str, schema: dict[str, Any], **extra: Any) ->
     return {"name": name, "in": "query", "description": description, "schema": schema, **extra}
 
 
+def _status(status: str, **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["status", *properties],
+        "properties": {"status": {"type": "string", "enum": [status]}, **properties},
+    }
+
+
 _TIMESTAMP = {"type": "string", "format": "date-time"}
+_INSTANT_FORMS = (
+    "RFC 3339 (no offset: UTC), or relative to the database's now(): now, -15m, now-2h, +1d "
+    "(units s, m, h, d, w)"
+)
+_INSTANT = {
+    "anyOf": [
+        _TIMESTAMP,
+        {
+            "type": "string",
+            "minLength": 1,
+            "pattern": "^(?:[nN][oO][wW])?(?:[-+ ][0-9]+[smhdwSMHDW])?$",
+        },
+    ]
+}
 _READING_IN = {
     "type": "object",
     "required": ["sensor", "value"],
@@ -49,30 +73,58 @@ _READING_IN = {
 _SENSOR_FILTER = _query(
     "sensor",
     "Only these sensors; repeat it or separate UUIDs with commas",
-    {"type": "array", "items": {"type": "string"}},
+    {"type": "array", "items": {"type": "string", "format": "uuid"}},
     style="form",
     explode=True,
 )
-_METADATA_FILTER = _query(
-    "metadata", 'A JSON object the metadata must contain, e.g. {"room":"r1"}', {"type": "string"}
-)
+_METADATA_FILTER = {
+    "name": "metadata",
+    "in": "query",
+    "description": 'A JSON object the metadata must contain (jsonb @>), e.g. {"room":"r1"}',
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
 _SENSOR_PATH = {
     "name": "sensor",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "format": "uuid"},
+    "example": "6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5",
 }
 _SUMMARY = {
     "type": "object",
+    "required": ["sensor", "count", "first_ts", "last_ts", "last_value", "metadata"],
     "properties": {
         "sensor": {"type": "string", "format": "uuid"},
-        "count": {"type": "integer"},
+        "count": {"type": "integer", "minimum": 1},
         "first_ts": _TIMESTAMP,
         "last_ts": _TIMESTAMP,
-        "last_value": {"type": "number"},
+        "last_value": {"type": "number", "nullable": True},
         "metadata": {"type": "object", "nullable": True},
     },
 }
+_NUMBER_OR_NULL = {"type": "number", "nullable": True}
+_BUCKET = {
+    "type": "object",
+    "required": ["bucket"],
+    "description": "A bucket's start, its sensor (unless group=none), and a field per function "
+    "asked for: null where the bucket has no readings (with fill=null, or previous and linear "
+    "where there is nothing to fill from)",
+    "properties": {
+        "bucket": _TIMESTAMP,
+        "sensor": {"type": "string", "format": "uuid"},
+        "avg": _NUMBER_OR_NULL,
+        "min": _NUMBER_OR_NULL,
+        "max": _NUMBER_OR_NULL,
+        "sum": _NUMBER_OR_NULL,
+        "count": {"type": "integer", "minimum": 0},
+        "first": _NUMBER_OR_NULL,
+        "last": _NUMBER_OR_NULL,
+    },
+}
+_NDJSON_ROWS = {
+    "schema": {"type": "string", "description": "One JSON object per line, as in the array"}
+}
+_CSV_ROWS = {"schema": {"type": "string", "description": "RFC 4180, UTF-8, with a header line"}}
 _READINGS = {"type": "array", "items": {"$ref": "#/components/schemas/Reading"}}
 _ANALYTICS_PATHS: dict[str, Any] = {
     "/readings/aggregate": {
@@ -81,8 +133,9 @@ _ANALYTICS_PATHS: dict[str, Any] = {
             "parameters": [
                 _query(
                     "bucket",
-                    "Bucket width: 30s, 15m, 1h, 1d, 1w",
-                    {"type": "string"},
+                    "Bucket width: a whole number of s, m, h, d or w (30s, 15m, 1h, 1d, 1w), "
+                    "at most 1000000w",
+                    {"type": "string", "pattern": r"^\s*0*[1-9][0-9]*\s*[smhdwSMHDW]\s*$"},
                     required=True,
                 ),
                 _query(
@@ -108,22 +161,28 @@ _ANALYTICS_PATHS: dict[str, Any] = {
                     "Gap filling",
                     {"type": "string", "enum": ["none", "null", "previous", "linear"]},
                 ),
-                _query("tz", "IANA time zone buckets align to (default UTC)", {"type": "string"}),
-                _SENSOR_FILTER,
                 _query(
-                    "from", "Earliest ts, inclusive (RFC 3339, or -1h, now...)", {"type": "string"}
+                    "tz",
+                    "IANA time zone buckets align to (default UTC)",
+                    {"type": "string", "example": "Europe/Paris"},
                 ),
-                _query("to", "Latest ts, exclusive", {"type": "string"}),
+                _SENSOR_FILTER,
+                _query("from", f"Earliest ts, inclusive: {_INSTANT_FORMS}", _INSTANT),
+                _query("to", f"Latest ts, exclusive: {_INSTANT_FORMS}", _INSTANT),
                 _METADATA_FILTER,
                 _query(
                     "format", "Answer format", {"type": "string", "enum": ["json", "ndjson", "csv"]}
                 ),
             ],
             "responses": {
-                "200": _json(
-                    "One object per bucket (and sensor)",
-                    {"type": "array", "items": {"type": "object"}},
-                ),
+                "200": {
+                    "description": "One object per bucket (and sensor), by sensor then bucket",
+                    "content": {
+                        "application/json": {"schema": {"type": "array", "items": _BUCKET}},
+                        "application/x-ndjson": _NDJSON_ROWS,
+                        "text/csv": _CSV_ROWS,
+                    },
+                },
                 "400": _error("A parameter is invalid; `parameter` names it"),
                 "503": _error("The database is unavailable, or the query ran too long"),
             },
@@ -136,6 +195,7 @@ _ANALYTICS_PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("One reading per sensor", _READINGS),
                 "400": _error("A parameter is invalid; `parameter` names it"),
+                "503": _error("The database is unavailable, or the query ran too long"),
             },
         }
     },
@@ -145,12 +205,29 @@ _ANALYTICS_PATHS: dict[str, Any] = {
             "parameters": [
                 _SENSOR_FILTER,
                 _METADATA_FILTER,
-                _query("limit", "How many sensors", {"type": "integer"}),
-                _query("after", "The last sensor of the previous page", {"type": "string"}),
+                _query(
+                    "limit",
+                    "How many sensors, 1 to max_limit (default default_limit)",
+                    {"type": "integer", "minimum": 1},
+                ),
+                _query(
+                    "after",
+                    "The last sensor of the previous page",
+                    {"type": "string", "format": "uuid"},
+                ),
             ],
             "responses": {
-                "200": _json("Sensors, by id", {"type": "array", "items": _SUMMARY}),
+                "200": {
+                    **_json("Sensors, by id", {"type": "array", "items": _SUMMARY}),
+                    "headers": {
+                        "Link": {
+                            "description": '`<...>; rel="next"`: the next page, if any',
+                            "schema": {"type": "string"},
+                        }
+                    },
+                },
                 "400": _error("A parameter is invalid; `parameter` names it"),
+                "503": _error("The database is unavailable, or the query ran too long"),
             },
         }
     },
@@ -162,6 +239,7 @@ _ANALYTICS_PATHS: dict[str, Any] = {
                 "200": _json("The sensor", _SUMMARY),
                 "400": _error("The id is not a UUID"),
                 "404": _error("The sensor has no readings"),
+                "503": _error("The database is unavailable, or the query ran too long"),
             },
         }
     },
@@ -173,6 +251,7 @@ _ANALYTICS_PATHS: dict[str, Any] = {
                 "200": _json("The reading", {"$ref": "#/components/schemas/Reading"}),
                 "400": _error("The id is not a UUID"),
                 "404": _error("The sensor has no readings"),
+                "503": _error("The database is unavailable, or the query ran too long"),
             },
         }
     },
@@ -181,8 +260,16 @@ _ANALYTICS_PATHS: dict[str, Any] = {
 _CONTENT_ENCODING = {
     "name": "Content-Encoding",
     "in": "header",
-    "description": "gzip: the body is decompressed as it arrives (limits apply decompressed)",
-    "schema": {"type": "string", "enum": ["gzip", "identity"]},
+    "description": "gzip (or x-gzip): the body is decompressed as it arrives (limits apply "
+    "decompressed); identity or empty: the body is not encoded",
+    "schema": {"type": "string", "enum": ["gzip", "x-gzip", "identity", ""]},
+}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": "Done once per key: a retry with the same key and the same request answers "
+    "the first answer (with Idempotent-Replayed: true) and writes nothing again",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
 _INFLUX_ERROR = {
     "type": "object",
@@ -215,27 +302,50 @@ def _write_route(summary: str, target: str, precisions: list[str]) -> dict[str, 
             "content": {"application/json": {"schema": _INFLUX_ERROR}},
         }
 
+    def either_error(description: str) -> dict[str, Any]:
+        """Refused before the route (tsapi's error) or by it (InfluxDB's)."""
+        schema = {"oneOf": [_ERROR, _INFLUX_ERROR]}
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
     return {
         "post": {
             "summary": summary,
             "description": "Answers as InfluxDB does. All or nothing: a bad line writes nothing.",
             "parameters": [
                 _query(
-                    target, "Kept in each reading's metadata", {"type": "string"}, required=True
+                    target,
+                    "Kept in each reading's metadata",
+                    {"type": "string", "minLength": 1},
+                    required=True,
                 ),
                 _query(
                     "precision",
-                    "Unit of the timestamps (default ns); truncated to microseconds",
-                    {"type": "string", "enum": precisions},
+                    "Unit of the timestamps (empty or absent: ns); truncated to microseconds",
+                    {"type": "string", "enum": [*precisions, ""]},
                 ),
                 _CONTENT_ENCODING,
+                _IDEMPOTENCY_KEY,
             ],
             "requestBody": _LINE_PROTOCOL,
             "responses": {
                 "204": {"description": "Every line was written"},
-                "400": influx_error("A bad line (nothing was written) or parameter"),
+                "400": influx_error(
+                    "A bad line (nothing was written) or parameter, a gzip body that is not gzip, "
+                    "or a malformed Idempotency-Key"
+                ),
+                "403": either_error("The key's scope or sensors do not allow this request"),
+                "408": _error("The body did not arrive in time (see body_timeout)"),
+                "409": influx_error(
+                    "With dedupe = off, a reading for a sensor and instant already stored, "
+                    "where readings has a unique index on (sensor, ts)"
+                ),
                 "413": influx_error("The body, decompressed, is over max_body_bytes_lineprotocol"),
-                "503": _error("The database is unavailable; retry"),
+                "415": influx_error("A Content-Encoding other than gzip"),
+                "422": influx_error(
+                    "Readings older than the retention period, or an Idempotency-Key already "
+                    "used for another request"
+                ),
+                "503": either_error("The database is unavailable; retry"),
             },
         }
     }
@@ -254,10 +364,6 @@ _INFLUX_PATHS: dict[str, Any] = {
     ),
 }
 
-_INSTANT_FORMS = (
-    "RFC 3339 (no offset: UTC), or relative to the database's now(): now, -15m, now-2h, +1d "
-    "(units s, m, h, d, w)"
-)
 _READINGS_ARRAY = {"type": "array", "items": {"$ref": "#/components/schemas/Reading"}}
 _READINGS_ENVELOPE = {
     "type": "object",
@@ -284,7 +390,7 @@ SPEC: dict[str, Any] = {
                 "readings, or one reading object. NDJSON and CSV are parsed and written as they "
                 "arrive, in one transaction, whatever their size. Any of them may be sent with "
                 "Content-Encoding: gzip.",
-                "parameters": [_CONTENT_ENCODING],
+                "parameters": [_CONTENT_ENCODING, _IDEMPOTENCY_KEY],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -301,7 +407,9 @@ SPEC: dict[str, Any] = {
                                 "type": "string",
                                 "description": "One reading object per line; blank lines "
                                 "are ignored",
-                            }
+                            },
+                            "example": '{"sensor": "6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5", '
+                            '"value": 0.3, "ts": "2024-05-01T12:00:00Z"}\n',
                         },
                         "text/csv": {
                             "schema": {
@@ -319,13 +427,18 @@ SPEC: dict[str, Any] = {
                     "200": _json("How many readings were inserted", {"type": "integer"}),
                     "400": _error(
                         "The body is not JSON (or not an array or object), a CSV header is "
-                        "bad, or a gzip body is not gzip"
+                        "bad, a gzip body is not gzip, or the Idempotency-Key is malformed"
+                    ),
+                    "408": _error("The body did not arrive in time (see body_timeout)"),
+                    "409": _error(
+                        "With dedupe = off, a reading for a sensor and instant already stored, "
+                        "where readings has a unique index on (sensor, ts)"
                     ),
                     "413": _error("The body or its number of readings is over the limit"),
                     "415": _error("A Content-Encoding other than gzip, or CSV not in UTF-8"),
                     "422": _error(
                         "Invalid readings, each named by row (JSON) or line (NDJSON, CSV), "
-                        "field and reason"
+                        "field and reason; or an Idempotency-Key already used for another request"
                     ),
                     "503": _error("The database is unavailable; retry"),
                 },
@@ -351,13 +464,9 @@ SPEC: dict[str, Any] = {
                         style="form",
                         explode=True,
                     ),
-                    _query("from", f"Earliest ts, inclusive: {_INSTANT_FORMS}", {"type": "string"}),
-                    _query("to", f"Latest ts, exclusive: {_INSTANT_FORMS}", {"type": "string"}),
-                    _query(
-                        "metadata",
-                        'A JSON object the metadata must contain (jsonb @>), e.g. {"room":"r1"}',
-                        {"type": "string"},
-                    ),
+                    _query("from", f"Earliest ts, inclusive: {_INSTANT_FORMS}", _INSTANT),
+                    _query("to", f"Latest ts, exclusive: {_INSTANT_FORMS}", _INSTANT),
+                    _METADATA_FILTER,
                     _query(
                         "order",
                         "By ts (then sensor, value, metadata)",
@@ -419,15 +528,21 @@ SPEC: dict[str, Any] = {
         "/healthz": {
             "get": {
                 "summary": "The process is alive",
-                "responses": {"200": _json("Alive", {"type": "object"})},
+                "responses": {"200": _json("Alive", _status("ok"))},
             }
         },
         "/readyz": {
             "get": {
                 "summary": "The database is reachable",
                 "responses": {
-                    "200": _json("Ready", {"type": "object"}),
-                    "503": _json("The database is not reachable", {"type": "object"}),
+                    "200": _json(
+                        "Ready, and how readings are stored",
+                        _status("ready", storage={"type": "string"}),
+                    ),
+                    "503": _json(
+                        "The database is not reachable (with Retry-After)",
+                        _status("unavailable", database={"type": "string"}),
+                    ),
                 },
             }
         },
@@ -463,7 +578,11 @@ SPEC: dict[str, Any] = {
                     "ts": {**_TIMESTAMP, "example": "2024-05-01T12:00:00.000000Z"},
                     "sensor": {"type": "string", "format": "uuid", "nullable": True},
                     "metadata": {"type": "object", "nullable": True},
-                    "value": {"type": "number"},
+                    "value": {
+                        "type": "number",
+                        "nullable": True,
+                        "description": "null for a NaN or infinity of an adopted table",
+                    },
                 },
             },
             "Error": {
@@ -471,13 +590,17 @@ SPEC: dict[str, Any] = {
                 "required": ["error"],
                 "properties": {
                     "error": {"type": "string"},
-                    "parameter": {"type": "string"},
+                    "parameter": {"type": "string", "description": "The query parameter"},
+                    "header": {"type": "string", "description": "The request header"},
                     "errors": {
                         "type": "array",
+                        "description": "Invalid readings: the first 100",
                         "items": {
                             "type": "object",
+                            "required": ["field", "reason"],
                             "properties": {
-                                "row": {"type": "integer"},
+                                "row": {"type": "integer", "description": "JSON: from 0"},
+                                "line": {"type": "integer", "description": "NDJSON, CSV: from 1"},
                                 "field": {"type": "string", "nullable": True},
                                 "reason": {"type": "string"},
                             },
@@ -491,18 +614,23 @@ SPEC: dict[str, Any] = {
 
 
 def _describe_auth(spec: dict[str, Any]) -> None:
-    """Probes need no key; every other operation may be refused for its key or its rate."""
+    """The probes need no key; every other operation may be refused for its key. All but the
+    probes may be refused for their rate. A route's own description of a status stays."""
     refusals = {
         "401": _error("No valid API key, while keys are required (see WWW-Authenticate)"),
         "403": _error("The key's scope or sensors do not allow this request"),
-        "429": _error("Over the rate limit; retry after Retry-After seconds"),
     }
+    too_many = _error("Over the rate limit; retry after Retry-After seconds")
     for path, operations in spec["paths"].items():
         for operation in operations.values():
-            if path in ("/healthz", "/readyz"):
+            responses = operation["responses"]
+            if path in OPEN:
                 operation["security"] = []
             else:
-                operation["responses"].update(refusals)
+                for status, response in refusals.items():
+                    responses.setdefault(status, response)
+            if path not in NOT_RATE_LIMITED:
+                responses.setdefault("429", too_many)
 
 
 _describe_auth(SPEC)

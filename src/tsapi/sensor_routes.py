@@ -29,7 +29,8 @@ def _sensor_id(request: Request) -> uuid.UUID:
 
 def _limit(request: Request, default: int, maximum: int) -> int:
     raw = request.query_params.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise ApiError(400, f"'limit' must be between 1 and {maximum}", parameter="limit")
     return int(raw)
 

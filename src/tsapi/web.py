@@ -8,6 +8,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from tsapi.errors import ApiError
 from tsapi.metrics import DATABASE_ERRORS
@@ -45,7 +46,19 @@ async def api_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette's Allow names one route's methods; a path has more
+        headers["Allow"] = _allowed_methods(request)
+    return json_response({"error": exc.detail}, exc.status_code, headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers for the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 async def unavailable(request: Request, exc: Exception) -> Response:
