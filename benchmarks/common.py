@@ -481,7 +481,10 @@ async def metered_http_load(
 
 
 async def direct_load(
-    database_url: str, duration: float, unit: Callable[[Connection, int], Awaitable[int]]
+    database_url: str,
+    duration: float,
+    unit: Callable[[Connection, int], Awaitable[int]],
+    grace: float = GRACE,
 ) -> Result:
     """``CLIENTS`` connections straight to the database, each doing ``unit(conn, n)`` for
     n = 0, 1, 2... back to back for ``duration`` seconds; the units' counts added up."""
@@ -499,7 +502,7 @@ async def direct_load(
                 index += 1
             return done
 
-        async with asyncio.timeout(duration + GRACE):
+        async with asyncio.timeout(duration + grace):
             counts = await asyncio.gather(*(client(c, n * 7919) for n, c in enumerate(clients)))
         result = Result(sum(counts), time.monotonic() - began)
         result.cpu.client = self_cpu() - cpu
