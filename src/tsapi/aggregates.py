@@ -23,7 +23,7 @@ from tsapi.durations import format_duration, parse_duration
 from tsapi.errors import ApiError
 from tsapi.ingest import TS_RANGE_REASON
 from tsapi.instants import parse_instant, resolve
-from tsapi.query import _parse_sensors
+from tsapi.query import parse_sensors
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
@@ -56,7 +56,7 @@ def parse_aggregate_query(params: QueryParams, max_points: int) -> AggregateQuer
         by_sensor=group == "sensor",
         fill=fill,
         tz=_parse_zone(params.get("tz")),
-        sensors=_parse_sensors(params.getlist("sensor")),
+        sensors=parse_sensors(params.getlist("sensor")),
         metadata=parse_containment("metadata", params.get("metadata")),
         start=start,
         end=end,

@@ -334,7 +334,9 @@ def _write_route(summary: str, target: str, precisions: list[str]) -> dict[str, 
                     "or a malformed Idempotency-Key"
                 ),
                 "403": either_error("The key's scope or sensors do not allow this request"),
-                "408": _error("The body did not arrive in time (see body_timeout)"),
+                "408": _error(
+                    "The body stopped arriving or came too slowly (body_timeout, body_min_rate)"
+                ),
                 "409": influx_error(
                     "With dedupe = off, a reading for a sensor and instant already stored, "
                     "where readings has a unique index on (sensor, ts)"
@@ -429,7 +431,9 @@ SPEC: dict[str, Any] = {
                         "The body is not JSON (or not an array or object), a CSV header is "
                         "bad, a gzip body is not gzip, or the Idempotency-Key is malformed"
                     ),
-                    "408": _error("The body did not arrive in time (see body_timeout)"),
+                    "408": _error(
+                        "The body stopped arriving or came too slowly (body_timeout, body_min_rate)"
+                    ),
                     "409": _error(
                         "With dedupe = off, a reading for a sensor and instant already stored, "
                         "where readings has a unique index on (sensor, ts)"

@@ -18,7 +18,7 @@ from starlette.types import Scope
 from tsapi.errors import ApiError
 from tsapi.ingest import Batch
 from tsapi.keys import ApiKey
-from tsapi.query import _parse_sensors
+from tsapi.query import parse_sensors
 
 OPEN = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/static"})
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -69,10 +69,10 @@ def authorize(key: ApiKey, scope: Scope) -> None:
     if key.sensors is None or writing:  # a write's rows are checked by check_writes
         return
     if reading and route in FILTERED_BY_PATH:
-        _check_sensors(key.sensors, _parse_sensors([path_params["sensor"]]), "read")
+        _check_sensors(key.sensors, parse_sensors([path_params["sensor"]]), "read")
     elif reading and route in FILTERED_BY_QUERY:
         params = QueryParams(scope["query_string"])
-        asked = _parse_sensors(params.getlist("sensor"))
+        asked = parse_sensors(params.getlist("sensor"))
         if asked:
             _check_sensors(key.sensors, asked, "read")
         else:

@@ -114,7 +114,7 @@ def parse_readings_query(
         raise ApiError(400, "'order' must be asc or desc", parameter="order")
     query = ReadingsQuery(
         limit=_parse_limit(params.get("limit"), default_limit, max_limit),
-        sensors=_parse_sensors(multi.get("sensor", ())),
+        sensors=parse_sensors(multi.get("sensor", ())),
         start=instants.parse_instant("from", params.get("from")),
         end=instants.parse_instant("to", params.get("to")),
         metadata=parse_containment("metadata", params.get("metadata")),
@@ -149,7 +149,9 @@ def _parse_limit(raw: str | None, default: int, maximum: int) -> int | None:
     return limit
 
 
-def _parse_sensors(values: Sequence[str]) -> tuple[uuid.UUID, ...]:
+def parse_sensors(values: Sequence[str]) -> tuple[uuid.UUID, ...]:
+    """The sensors a ``sensor`` parameter names, repeated or comma-separated, each once; 400 if
+    one is not a UUID."""
     sensors = []
     for value in values:
         for part in value.split(","):

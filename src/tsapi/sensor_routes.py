@@ -12,7 +12,7 @@ from tsapi.containment import parse_containment
 from tsapi.db import Connection
 from tsapi.errors import ApiError
 from tsapi.formats import format_ts
-from tsapi.query import _parse_sensors
+from tsapi.query import parse_sensors
 from tsapi.reader import ReadingOut
 from tsapi.sensors import SensorFilter, latest, summaries
 from tsapi.state import State
@@ -56,7 +56,7 @@ async def list_sensors(request: Request) -> Response:
         raise ApiError(400, "'after' must be a sensor UUID", parameter="after") from None
     limit = _limit(request, state.settings.default_limit, state.settings.max_limit)
     query = SensorFilter(
-        sensors=_parse_sensors(params.getlist("sensor")),
+        sensors=parse_sensors(params.getlist("sensor")),
         metadata=parse_containment("metadata", params.get("metadata")),
         after=after_id,
         limit=limit + 1,  # one more says whether there is a next page
@@ -94,7 +94,7 @@ async def get_sensor_latest(request: Request) -> Response:
 
 async def latest_readings(request: Request) -> Response:
     state: State = request.app.state.tsapi
-    sensors = _parse_sensors(request.query_params.getlist("sensor"))
+    sensors = parse_sensors(request.query_params.getlist("sensor"))
     async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
         rows = await latest(conn, SensorFilter(sensors=sensors))
     return json_response([_reading_out(row) for row in rows])
