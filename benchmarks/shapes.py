@@ -206,8 +206,11 @@ async def _load(database_url: str, count: int) -> None:
                 min(first + 499, steps - 1),
             )
         await conn.execute("ANALYZE")
-        while await conn.fetchval(
-            "SELECT min(materialized) < now() - interval '2 hours' FROM tsapi_rollup_state"
+        # Until every width is materialized up to its last complete bucket (give or take a
+        # refresh), as a refresher keeping up with live writes leaves it.
+        while not await conn.fetchval(
+            "SELECT bool_and(materialized >= now() - make_interval(secs => width_s)"
+            " - interval '2 minutes') FROM tsapi_rollup_state"
         ):
             await asyncio.sleep(1)
         await conn.execute("ANALYZE")
