@@ -165,6 +165,8 @@ def test_the_first_and_last_representable_instants_are_refused(
         (b"", "invalid JSON"),
         (b"[{", "line 1, column 3"),
         (b'[\n{"sensor": "x",\n "value": }]', "line 3, column 11"),
+        (b'[{"value": 1, "sensor": "\\ud800"}]', "\\ud800 is half of a UTF-16 surrogate pair"),
+        (b'[{"value": 1, "sensor": "\\ud800"}]', "line 1, column 26"),
         (b"42", "not a JSON number"),
         (b'"readings"', "not a JSON string"),
         (b"null", "not a JSON null"),

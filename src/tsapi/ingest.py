@@ -57,6 +57,12 @@ _line_decoder = msgspec.json.Decoder(_Reading)
 _any_decoder = msgspec.json.Decoder(float_hook=Decimal)
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
+# A \u escape of half a UTF-16 surrogate pair, the other half missing (which msgspec reports as
+# a truncated body).
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 # What PostgreSQL's jsonb may refuse: a NUL character, or a number too large or too long.
 _MAYBE_UNSTORABLE_JSON = re.compile(rb"\\u0000|[eE][-+]?\d{5,}|\d{16000,}")
 
@@ -275,6 +281,9 @@ def _describe_position(body: bytes, message: str) -> str:
     if match is not None:
         offset = int(match.group(1))
         message = _BYTE_OFFSET.sub("", message.removeprefix("JSON is malformed: ")).strip()
+    elif "truncated" in message and (lone := _LONE_SURROGATE.search(body)) is not None:
+        offset = lone.start()
+        message = f"{lone.group().decode()} is half of a UTF-16 surrogate pair, not a character"
     elif "truncated" in message:
         offset, message = len(body), "the body ends before the JSON does"
     else:
