@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -121,13 +122,19 @@ def test_old_partitions_are_dropped_whole_and_summaries_match_what_is_left(
     assert drop(db_url, KEEP) is None  # nothing more to drop
 
 
-def test_rebuilding_rollups_leaves_those_of_dropped_readings_alone(
-    api: httpx.Client, db_url: str
-) -> None:
+def seeded_then_dropped(api: httpx.Client, db_url: str) -> retention.Dropped:
+    """What retention drops of the seeded readings once their rollups are materialized."""
     seed(api)
     wait_for_rollups(db_url)
     dropped = drop(db_url, KEEP)
     assert dropped is not None
+    return dropped
+
+
+def test_rebuilding_rollups_leaves_those_of_dropped_readings_alone(
+    api: httpx.Client, db_url: str
+) -> None:
+    dropped = seeded_then_dropped(api, db_url)
     params = {"bucket": "1h", "fn": "count", "from": f"-{DAYS + 1}d"}
     before = api.get("/readings/aggregate", params=params).json()
     start = f"{datetime.now(UTC) - timedelta(days=DAYS + 1):%Y-%m-%d}"
@@ -150,10 +157,7 @@ def test_rebuilding_rollups_leaves_those_of_dropped_readings_alone(
 def test_rollups_go_after_their_own_retention_never_where_readings_remain(
     api: httpx.Client, db_url: str
 ) -> None:
-    seed(api)
-    wait_for_rollups(db_url)
-    dropped = drop(db_url, KEEP)
-    assert dropped is not None
+    dropped = seeded_then_dropped(api, db_url)
 
     async def work(conn: asyncpg.Connection) -> int:
         layout = await detect_layout(conn)
@@ -240,6 +244,10 @@ def test_tsapi_applies_retention_on_its_schedule(
     env = {"TSAPI_ROLLUP_REFRESH_INTERVAL": "0.2", "TSAPI_PARTITION_INTERVAL": partition_interval}
     writer = start_tsapi(url, tmp_path / "writer.log", **env)
     # Three hours of readings, up to an hour before the current one (so all are materialized).
+    # The cutoff below must fall amid them: not in the next hour, which would drop them all.
+    now = datetime.now(UTC)
+    if now.minute >= 58:
+        time.sleep((now.replace(minute=59, second=59) - now).total_seconds() + 2)
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
     sensor = str(uuid.uuid4())
     readings = [

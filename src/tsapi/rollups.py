@@ -110,7 +110,7 @@ class Rollups:
         log.info("rollup refresh postponed: a long transaction is open")
         return False
 
-    def first_whole_bucket(self, since: datetime) -> datetime:
+    def _first_whole_bucket(self, since: datetime) -> datetime:
         """The first instant from ``since`` on where a bucket of every width begins."""
         common = timedelta(seconds=math.lcm(*(int(w.total_seconds()) for w in self.widths)))
         return ORIGIN - (ORIGIN - since) // common * common
@@ -122,7 +122,7 @@ class Rollups:
         before ``kept_since``: the readings before it were dropped, and the rollups are all
         that is left of them. The start kept to, and the rollup rows written."""
         if kept_since is not None and self.widths:
-            start = max(start, self.first_whole_bucket(min(kept_since, end)))
+            start = max(start, self._first_whole_bucket(min(kept_since, end)))
         if start >= end:
             return start, 0
         await conn.execute(
