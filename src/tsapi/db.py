@@ -111,7 +111,18 @@ async def create_direct_pool(settings: Settings) -> Pool:
     return await _open(connect_kwargs(settings, direct=True), min_size=0, max_size=2)
 
 
+class PoolTimeout(TimeoutError):
+    """No connection within the wait allowed: the pool is exhausted, or the database does not
+    answer a new connection. Not a query that ran too long, which the answer says apart."""
+
+
 class _Pool(Pool):
+    async def _acquire(self, timeout: float | None) -> Any:
+        try:
+            return await super()._acquire(timeout)  # type: ignore[misc]
+        except TimeoutError as exc:
+            raise PoolTimeout from exc
+
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
         try:
             await super().release(connection, timeout=timeout)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
+from tsapi.db import PoolTimeout
 from tsapi.errors import ApiError
 from tsapi.metrics import DATABASE_ERRORS
 
@@ -81,6 +82,16 @@ async def too_slow(request: Request, exc: Exception) -> Response:
     )
 
 
+async def timed_out(request: Request, exc: Exception) -> Response:
+    """Behind PgBouncer, a query over statement_timeout is cancelled by tsapi itself, and ends
+    in a TimeoutError; elsewhere the server cancels it first, and a TimeoutError means it does
+    not answer at all."""
+    pooled = request.app.state.tsapi.settings.database_pooler == "pgbouncer"
+    if pooled and not isinstance(exc, PoolTimeout):
+        return await too_slow(request, exc)
+    return await unavailable(request, exc)
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error", path=request.url.path, method=request.method)
     return json_response({"error": "internal error; it has been logged"}, 500)
@@ -91,5 +102,6 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_error,
     asyncpg.QueryCanceledError: too_slow,
     **dict.fromkeys(UNAVAILABLE, unavailable),
+    TimeoutError: timed_out,
     Exception: unexpected,
 }
