@@ -1,11 +1,13 @@
 """What auth and metrics cost: wrk sending ``GET /readings?limit=100``, then POSTs of 1,000-row
-batches, to three tsapi processes in turn on one database: without any middleware (the baseline),
-with auth off (request ids, access log lines and metrics only), and with keys required and sent.
+batches, to three tsapi processes on one database: without any middleware (the baseline), with
+auth off (request ids, access log lines and metrics only), and with keys required and sent.
 
-Run from the repository root: ``python -m benchmarks.auth [--duration 10] [--database-url URL]``
-(wrk must be installed). Each load runs ``--rounds`` times per variant, interleaved; the best
-round counts, as the least disturbed by the rest of the machine.
-"""
+Run from the repository root: ``python -m benchmarks.auth [--duration 3] [--rounds 9]
+[--database-url URL]`` (wrk must be installed). The three run at once and take short bursts of
+load in turn, round after round, each round starting with another; each variant is compared with
+the baseline's burst of the same round, and the median of those ratios is reported. On a shared
+machine whose speed drifts by tens of percent within a minute, only such paired figures show a
+difference of a few percent."""
 
 import argparse
 import contextlib
@@ -17,8 +19,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 
 import httpx
 
@@ -31,17 +36,22 @@ SEED_BATCHES = 100
 BARE = (
     "import tsapi.middleware as m; m.stack = lambda settings: []; from tsapi.cli import cli; cli()"
 )
-VARIANTS = {"no middleware": ({}, False), "auth off": ({"TSAPI_AUTH": "off"}, False)}
+BASELINE = "no middleware"
+VARIANTS = {BASELINE: ({}, False), "auth off": ({"TSAPI_AUTH": "off"}, False)}
 VARIANTS["keys required"] = ({"TSAPI_AUTH": "required"}, True)
 
 
 def batch_body(seed: int) -> bytes:
+    """Rows with timestamps of their own: one second apart, batch after batch from 2024-05-01.
+    The loads post batch 0, whose rows are older than every seeded one (seeds count from 1), so
+    the newest 100 that the GETs read stay the same however many POSTs ran before them."""
     sensors = [str(uuid.UUID(int=seed * 1000 + n, version=4)) for n in range(50)]
+    start = datetime(2024, 5, 1, tzinfo=UTC) + timedelta(seconds=seed * BATCH_ROWS)
     rows = [
         {
             "sensor": sensors[n % 50],
             "value": n / 4,
-            "ts": f"2024-05-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z",
+            "ts": (start + timedelta(seconds=n)).isoformat(),
             **({"metadata": {"site": "a"}} if n % 10 == 0 else {}),
         }
         for n in range(BATCH_ROWS)
@@ -50,17 +60,22 @@ def batch_body(seed: int) -> bytes:
 
 
 @contextlib.contextmanager
-def tsapi(database_url: str, port: int, variant: str, log: Path) -> Iterator[tuple[str, int]]:
+def tsapi(
+    database_url: str, port: int, variant: str, log: Path, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[str, int]]:
+    """A tsapi process of the variant, run under ``prefix`` (valgrind, say) if given."""
     env, _ = VARIANTS[variant]
-    python = [sys.executable, "-c", BARE] if variant == "no middleware" else [sys.executable]
-    command = [*python, *([] if variant == "no middleware" else ["-m", "tsapi"])]
+    python = [sys.executable, "-c", BARE] if variant == BASELINE else [sys.executable]
+    command = [*python, *([] if variant == BASELINE else ["-m", "tsapi"])]
     command += ["serve", "--database-url", database_url, "--port", str(port)]
     env = {**os.environ, "TSAPI_LOG_FORMAT": "json", "TSAPI_LOG_LEVEL": "info", **env}
     with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            [*prefix, *command], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + (600 if prefix else 60)  # valgrind: fifty times slower
         while True:
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{base}/readyz").status_code == 200:
@@ -97,17 +112,22 @@ def wrk(url: str, seconds: float, key: str | None, body: Path | None, work: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url", help="a PostgreSQL URL (default: embedded)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load (10)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each load (3)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per burst (3)")
+    parser.add_argument("--rounds", type=int, default=9, help="bursts of each load (9)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under valgrind instead of timing bursts",
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tsapi-bench-")))
         url = args.database_url or stack.enter_context(EmbeddedPostgres(work / "pg")).url
         body = work / "batch.json"
-        body.write_bytes(batch_body(1))
+        body.write_bytes(batch_body(0))
         port = 18000 + os.getpid() % 1000
         with tsapi(url, port, "auth off", work / "tsapi.log") as (base, _):  # migrations, seed
-            for seed in range(SEED_BATCHES):
+            for seed in range(1, SEED_BATCHES + 1):
                 httpx.post(f"{base}/readings", content=batch_body(seed), timeout=60)
         key = subprocess.run(
             [sys.executable, "-m", "tsapi", "keys", "create", "--scope", "admin"],
@@ -116,38 +136,105 @@ def main() -> None:
             text=True,
             check=True,
         ).stdout.strip()
-        best: dict[tuple[str, str], float] = {}  # requests per second
-        least: dict[tuple[str, str], float] = {}  # tsapi's CPU microseconds per request
-        for _ in range(args.rounds):
-            for variant, (_, keyed) in VARIANTS.items():
-                with tsapi(url, port, variant, work / "tsapi.log") as (base, pid):
-                    sent = key if keyed else None
-                    for load, path, posted in (
-                        ("GET /readings?limit=100", "/readings?limit=100", None),
-                        (f"POST {BATCH_ROWS} rows", "/readings", body),
-                    ):
-                        cpu = process_cpu(pid)
-                        rate = wrk(base + path, args.duration, sent, posted, work)
-                        used = (process_cpu(pid) - cpu) / (rate * args.duration) * 1e6
-                        best[variant, load] = max(best.get((variant, load), 0.0), rate)
-                        least[variant, load] = min(least.get((variant, load), 1e9), used)
+        loads = (
+            ("GET /readings?limit=100", "/readings?limit=100", None),
+            (f"POST {BATCH_ROWS} rows", "/readings", body),
+        )
+        if args.instructions:
+            count_instructions(url, port, key, loads, work)
+        else:
+            measure_rates(url, port, key, loads, work, args.rounds, args.duration, stack)
+
+
+Load = tuple[str, str, Path | None]  # its name, its path, and the body it posts
+
+
+def measure_rates(
+    url: str,
+    port: int,
+    key: str,
+    loads: tuple[Load, ...],
+    work: Path,
+    rounds: int,
+    duration: float,
+    stack: contextlib.ExitStack,
+) -> None:
+    rates: dict[tuple[str, str], list[float]] = defaultdict(list)  # a rate per round
+    cpus: dict[tuple[str, str], list[float]] = defaultdict(list)  # CPU us per request
+    servers: dict[str, tuple[str, int]] = {}
+    for n, variant in enumerate(VARIANTS):  # all at once: each burst pairs with its round's
+        servers[variant] = stack.enter_context(tsapi(url, port + n, variant, work / f"{n}.log"))
+    for load, path, posted in loads:  # every GET first, on the seeded rows alone
+        for round_ in range(rounds):
+            # Each round starts with another variant: none always follows the same one.
+            turn = round_ % len(VARIANTS)
+            for variant in [*VARIANTS][turn:] + [*VARIANTS][:turn]:
+                base, pid = servers[variant]
+                sent = key if VARIANTS[variant][1] else None
+                cpu = process_cpu(pid)
+                rate = wrk(base + path, duration, sent, posted, work)
+                rates[variant, load].append(rate)
+                cpus[variant, load].append((process_cpu(pid) - cpu) / (rate * duration) * 1e6)
     print(
-        f"{os.cpu_count()} CPUs, {CONNECTIONS} connections, best of {args.rounds} x "
-        f"{args.duration:g} s, access log at info level. Throughput depends on whatever else "
-        "runs on the machine; the tsapi process's CPU time per request much less.\n"
+        f"{os.cpu_count()} CPUs, {CONNECTIONS} connections, {rounds} rounds of {duration:g} s "
+        "bursts, access log at info level. Each cell: the median rate and tsapi's CPU per "
+        "request, and in brackets the median over rounds of their ratio to the baseline's in "
+        "the same round.\n"
     )
-    loads = sorted({load for _, load in best}, reverse=True)
-    print(f"{'variant':<15}" + "".join(f"{load:>44}" for load in loads))
+    print(f"{'variant':<15}" + "".join(f"{load:>44}" for load, _, _ in loads))
     for variant in VARIANTS:
         cells = []
-        for load in loads:
-            rate, bare = best[variant, load], best["no middleware", load]
-            cpu, bare_cpu = least[variant, load], least["no middleware", load]
+        for load, _, _ in loads:
+            its_rates, its_cpus = rates[variant, load], cpus[variant, load]
+            pairs = zip(its_rates, rates[BASELINE, load], strict=True)
+            rate_change = median(a / b for a, b in pairs) - 1
+            cpu_change = (
+                median(a / b for a, b in zip(its_cpus, cpus[BASELINE, load], strict=True)) - 1
+            )
             cells.append(
-                f"{rate:,.0f} req/s ({(rate / bare - 1) * 100:+.1f}%), "
-                f"{cpu:,.0f} us ({(cpu / bare_cpu - 1) * 100:+.1f}%)"
+                f"{median(its_rates):,.0f} req/s ({rate_change * 100:+.1f}%), "
+                f"{median(its_cpus):,.0f} us ({cpu_change * 100:+.1f}%)"
             )
         print(f"{variant:<15}" + "".join(f"{cell:>44}" for cell in cells))
+
+
+# Requests counted per load, after as many again to warm up: instructions vary by less than 1%
+# between runs, so a few suffice.
+COUNTED = {"GET": 200, "POST": 20}
+
+
+def count_instructions(url: str, port: int, key: str, loads: tuple[Load, ...], work: Path) -> None:
+    """Instructions per request, counted by valgrind's callgrind: the same count whatever else
+    the machine does, where timings drift by more than the difference measured."""
+    counts: dict[tuple[str, str], float] = {}
+    for n, variant in enumerate(VARIANTS):
+        out = work / f"callgrind-{n}"
+        prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
+        log = work / f"valgrind-{n}.log"
+        with tsapi(url, port + n, variant, log, prefix) as (base, pid):
+            sent = {"Authorization": f"Bearer {key}"} if VARIANTS[variant][1] else {}
+            with httpx.Client(base_url=base, headers=sent, timeout=600) as client:
+                for load, path, posted in loads:
+                    method = load.split()[0]
+                    content = posted.read_bytes() if posted else None
+                    for _warm_then_counted in range(2):
+                        for _ in range(COUNTED[method]):
+                            client.request(method, path, content=content).raise_for_status()
+                        # Each dump holds what was run since the one before.
+                        subprocess.run(["callgrind_control", "--dump", str(pid)], check=True)
+                    dumps = sorted(work.glob(f"callgrind-{n}.*"), key=lambda f: int(f.suffix[1:]))
+                    summary = re.search(r"^summary: (\d+)", dumps[-1].read_text(), re.M)
+                    assert summary is not None, dumps[-1]
+                    counts[variant, load] = int(summary.group(1)) / COUNTED[method]
+    print("Instructions per request (valgrind --tool=callgrind), and their change:\n")
+    print(f"{'variant':<15}" + "".join(f"{load:>30}" for load, _, _ in loads))
+    for variant in VARIANTS:
+        cells = [
+            f"{counts[variant, load] / 1e6:,.2f} M "
+            f"({(counts[variant, load] / counts[BASELINE, load] - 1) * 100:+.1f}%)"
+            for load, _, _ in loads
+        ]
+        print(f"{variant:<15}" + "".join(f"{cell:>30}" for cell in cells))
 
 
 def process_cpu(pid: int) -> float:

@@ -83,3 +83,22 @@ def test_a_startup_error_of_the_http_server_is_a_json_line_like_every_other(
     assert len(errors) == 1
     assert "address already in use" in errors[0]["event"]
     assert errors[0]["logger"] == "uvicorn.error"
+
+
+def test_a_value_json_cannot_hold_is_written_as_its_repr_and_the_line_stays_json() -> None:
+    program = (
+        "import structlog; from tsapi.logs import configure_logging; "
+        "from tsapi.settings import Settings; "
+        "configure_logging(Settings(log_format='json')); "
+        "structlog.get_logger('tsapi.test').warning('odd', thing=range(3), ratio=float('nan'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = records(result.stderr)
+    assert line["event"] == "odd"
+    assert line["thing"] == "range(0, 3)"
+    assert line["ratio"] is None  # JSON has no NaN
+    assert line["level"] == "warning"
+    assert line["logger"] == "tsapi.test"
