@@ -1,13 +1,16 @@
 """What auth and metrics cost: wrk sending ``GET /readings?limit=100``, then POSTs of 1,000-row
-batches, to three tsapi processes on one database: without any middleware (the baseline), with
-auth off (request ids, access log lines and metrics only), and with keys required and sent.
+batches, to tsapi processes on one database: without any middleware (the baseline), with auth
+off (request ids, access log lines and metrics only), with keys required and sent, and the
+baseline again in a process of its own, as a control.
 
 Run from the repository root: ``python -m benchmarks.auth [--duration 3] [--rounds 9]
-[--database-url URL]`` (wrk must be installed). The three run at once and take short bursts of
+[--database-url URL]`` (wrk must be installed). They run at once and take short bursts of
 load in turn, round after round, each round starting with another; each variant is compared with
 the baseline's burst of the same round, and the median of those ratios is reported. On a shared
-machine whose speed drifts by tens of percent within a minute, only such paired figures show a
-difference of a few percent."""
+machine whose speed drifts by tens of percent within a minute, and where two identical processes
+differ by several percent (the control shows how much), timing cannot resolve a cost of a few
+percent: ``--instructions`` counts instead the instructions each request takes, under valgrind
+(Debian's package), which are the same from run to run."""
 
 import argparse
 import contextlib
@@ -39,6 +42,9 @@ BARE = (
 BASELINE = "no middleware"
 VARIANTS = {BASELINE: ({}, False), "auth off": ({"TSAPI_AUTH": "off"}, False)}
 VARIANTS["keys required"] = ({"TSAPI_AUTH": "required"}, True)
+# The control: a second process of the baseline's own code, whose difference from the baseline
+# is the measurement's noise alone (two identical processes differ by several percent in speed).
+VARIANTS["no middleware again"] = ({}, False)
 
 
 def batch_body(seed: int) -> bytes:
@@ -65,8 +71,8 @@ def tsapi(
 ) -> Iterator[tuple[str, int]]:
     """A tsapi process of the variant, run under ``prefix`` (valgrind, say) if given."""
     env, _ = VARIANTS[variant]
-    python = [sys.executable, "-c", BARE] if variant == BASELINE else [sys.executable]
-    command = [*python, *([] if variant == BASELINE else ["-m", "tsapi"])]
+    bare = variant.startswith(BASELINE)
+    command = [sys.executable, *(["-c", BARE] if bare else ["-m", "tsapi"])]
     command += ["serve", "--database-url", database_url, "--port", str(port)]
     env = {**os.environ, "TSAPI_LOG_FORMAT": "json", "TSAPI_LOG_LEVEL": "info", **env}
     with log.open("ab") as out:

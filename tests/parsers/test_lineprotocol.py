@@ -210,6 +210,10 @@ def test_every_bad_line_is_reported_and_invalid_utf8_too() -> None:
         [f"m,t={n % 3} f={n}.5 {T0 + n}" for n in range(50)],
         [f"m,t={n % 3} f=-{n}.25" for n in range(50)],
         [f"m,t={n % 3},u=x f=.{n} {T0}" for n in range(50)],
+        [f"m=x,t=a f={n} {-n * 10**15}" for n in range(50)],  # before 1970; '=' in a measurement
+        [f"m f={n} {T0}" if n % 2 else f"m f={n}" for n in range(50)],  # some untimed
+        [f"m f={n} {T0 + n}" if n % 2 else f"m f={n}i {T0}" for n in range(50)],  # integers
+        [f"m f={n}.0" if n else "m f=1 1" for n in range(50)],  # one timed line, first
     ],
 )
 def test_a_block_parsed_at_once_reads_as_line_by_line(lines: list[str]) -> None:
@@ -221,7 +225,19 @@ def test_a_block_parsed_at_once_reads_as_line_by_line(lines: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["m f=1 1", "m f=1", "m f=1i 1", "m f=t", "m f=1e400", "m f=+1", "m f=1_0", "m,a=1,a=2 f=1"],
+    [
+        "m f=1 1",
+        "m f=1",
+        "m f=1i 1",
+        "m f=t",
+        "m f=1e400",
+        "m f=+1",
+        "m f=1_0",
+        "m f=1=2",
+        "m,a=1,a=2 f=1",
+        "m f=1 9223372036854775807",
+        "m f=1 -9223372036854775808",
+    ],
 )
 def test_what_the_block_pass_leaves_to_the_line_pass_is_judged_the_same(line: str) -> None:
     mixed = ["m f=2 5", line, "m f=3 6"]

@@ -28,11 +28,19 @@ LINE = re.compile(
 )
 # The common line, without escapes, strings or extra spaces: a quicker match, to the same groups.
 _PLAIN = rf'[^ ,=\\"{_CONTROL}]+'
+_PLAIN_HEAD = rf'[^ ,\\"#{_CONTROL}][^ ,\\"{_CONTROL}]*(?:,{_PLAIN}={_PLAIN})*'
+_PLAIN_VALUE = rf'[^ ,\\"{_CONTROL}]+'
 PLAIN_LINE = re.compile(
-    rf'(?P<head>[^ ,\\"#{_CONTROL}][^ ,\\"{_CONTROL}]*(?:,{_PLAIN}={_PLAIN})*)'
-    rf' (?P<fields>{_PLAIN}=[^ ,\\"{_CONTROL}]+(?:,{_PLAIN}=[^ ,\\"{_CONTROL}]+)*)'
+    rf"(?P<head>{_PLAIN_HEAD})"
+    rf" (?P<fields>{_PLAIN}={_PLAIN_VALUE}(?:,{_PLAIN}={_PLAIN_VALUE})*)"
     r"(?: (?P<ts>-?[0-9]+))?"
 )
+# Whole bodies of such lines with one field each (its value without '='), every line with a
+# timestamp or none: one match checks a body that the fast path then cuts up with str methods.
+_TIMED = rf"{_PLAIN_HEAD} {_PLAIN}={_PLAIN} -?[0-9]+"
+_UNTIMED = rf"{_PLAIN_HEAD} {_PLAIN}={_PLAIN}"
+PLAIN_TIMED_BODY = re.compile(rf"(?:{_TIMED}\n)*{_TIMED}")
+PLAIN_UNTIMED_BODY = re.compile(rf"(?:{_UNTIMED}\n)*{_UNTIMED}")
 FIELD = re.compile(rf"(?P<key>{_KEY})=(?P<value>{_VALUE}),?", re.S)
 TAG = re.compile(rf",(?P<key>{_KEY})=(?P<value>{_KEY})")
 MEASUREMENT = re.compile(_MEASUREMENT)

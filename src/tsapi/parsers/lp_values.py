@@ -6,6 +6,8 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import repeat
+from operator import floordiv, mul
 
 import msgspec
 
@@ -64,6 +66,18 @@ def instant(text: str, nanoseconds: int) -> datetime:
     if not _MIN_NS <= total <= _MAX_NS:
         raise Refused(None, f"timestamp {text} is out of range (InfluxDB's, 1677 to 2262)")
     return _EPOCH + timedelta(0, 0, total // 1000)
+
+
+def instants(texts: list[str], nanoseconds: int) -> list[datetime]:
+    """What instant() makes of each timestamp, computed a whole column at a time in C."""
+    unique = list(set(texts))
+    totals = list(map(mul, map(int, unique), repeat(nanoseconds)))
+    if min(totals) < _MIN_NS or max(totals) > _MAX_NS:
+        raise Refused(None, "a timestamp is out of range")  # instant() says which, and how
+    micros = map(floordiv, totals, repeat(1000))
+    moments = map(_EPOCH.__add__, map(timedelta, repeat(0), repeat(0), micros))
+    found = dict(zip(unique, moments, strict=True))
+    return list(map(found.__getitem__, texts))
 
 
 def check_distinct(pairs: list[tuple[str, str]]) -> None:
