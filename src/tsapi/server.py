@@ -13,7 +13,7 @@ import structlog
 import uvicorn
 from pydantic import SecretStr
 
-from tsapi import db, migrate, retention, workers
+from tsapi import collector, db, migrate, retention, workers
 from tsapi.app import create_app
 from tsapi.embedded import EmbeddedPostgres
 from tsapi.rollups import Rollups
@@ -83,7 +83,9 @@ def serve(settings: Settings) -> None:
                 workers.serve(ready, **config)  # returns once a stop signal has stopped them
                 log.info("tsapi stopped")
             else:
-                _Server(uvicorn.Config(create_app(ready), **config)).run()
+                app = create_app(ready)
+                collector.tune()
+                _Server(uvicorn.Config(app, **config)).run()
     except Stopped as stop:
         log.info("tsapi stopped", signal=str(stop))
     finally:

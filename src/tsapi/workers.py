@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from tsapi import collector
 from tsapi.app import create_app
 from tsapi.logs import configure_logging
 from tsapi.settings import Settings
@@ -37,7 +38,9 @@ def worker_app(settings: Settings, parent: int) -> Starlette:
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
     configure_logging(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    collector.tune()
+    return app
 
 
 def serve(settings: Settings, **config: object) -> None:
