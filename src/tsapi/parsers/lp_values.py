@@ -18,6 +18,7 @@ SERIES_NAMESPACE = uuid.UUID("d4071a37-630c-5e20-bab5-00aaf8080382")
 # InfluxDB's own bounds: nanoseconds since the epoch in an int64, but for its two extremes.
 _MIN_NS, _MAX_NS = -(2**63) + 2, 2**63 - 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _BOOLEANS = dict.fromkeys(("t", "T", "true", "True", "TRUE"), Decimal(1)) | dict.fromkeys(
     ("f", "F", "false", "False", "FALSE"), Decimal(0)
 )
@@ -75,7 +76,7 @@ def instants(texts: list[str], nanoseconds: int) -> list[datetime]:
     if min(totals) < _MIN_NS or max(totals) > _MAX_NS:
         raise Refused(None, "a timestamp is out of range")  # instant() says which, and how
     micros = map(floordiv, totals, repeat(1000))
-    moments = map(_EPOCH.__add__, map(timedelta, repeat(0), repeat(0), micros))
+    moments = map(_EPOCH.__add__, map(_MICROSECOND.__mul__, micros))  # quicker than timedelta()
     found = dict(zip(unique, moments, strict=True))
     return list(map(found.__getitem__, texts))
 
