@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,7 +36,7 @@ def _limit(request: Request, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def _summary_out(row: dict[str, Any]) -> dict[str, Any]:
+def _summary_out(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "sensor": row["sensor"],
         "count": row["count"],
@@ -73,8 +74,8 @@ async def list_sensors(request: Request) -> Response:
 
 async def _one_sensor(
     request: Request,
-    fetch: Callable[[Connection, SensorFilter], Awaitable[list[dict[str, Any]]]],
-) -> dict[str, Any]:
+    fetch: Callable[[Connection, SensorFilter], Awaitable[list[asyncpg.Record]]],
+) -> asyncpg.Record:
     state: State = request.app.state.tsapi
     sensor = _sensor_id(request)
     async with state.pool.acquire(timeout=state.settings.pool_timeout) as conn:
@@ -100,7 +101,7 @@ async def latest_readings(request: Request) -> Response:
     return json_response([_reading_out(row) for row in rows])
 
 
-def _reading_out(row: dict[str, Any]) -> ReadingOut:
+def _reading_out(row: asyncpg.Record) -> ReadingOut:
     return ReadingOut(format_ts(row["ts"]), row["sensor"], row["metadata"], row["value"])
 
 

@@ -5,7 +5,8 @@ rest (the newest rows, and rows written late) is read from readings, so answers 
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+
+import asyncpg
 
 from tsapi.aggregate import SqlBuilder
 from tsapi.buckets import Span
@@ -73,7 +74,7 @@ def _sensor_filter(sql: SqlBuilder, query: SensorFilter, column: str = "sensor")
     return " AND ".join(filters)
 
 
-async def summaries(conn: Connection, query: SensorFilter) -> list[dict[str, Any]]:
+async def summaries(conn: Connection, query: SensorFilter) -> list[asyncpg.Record]:
     """Per sensor: count, first_ts, last_ts, last_value and the last reading's metadata."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         fresh = await _unmaterialized(conn)
@@ -114,10 +115,10 @@ async def summaries(conn: Connection, query: SensorFilter) -> list[dict[str, Any
         text = f"SELECT * FROM ({text}) AS s WHERE {where} ORDER BY sensor"  # noqa: S608
         if query.limit is not None:
             text += f" LIMIT {sql.arg(query.limit)}"
-        return [dict(row) for row in await conn.fetch(text, *sql.args)]
+        return await conn.fetch(text, *sql.args)
 
 
-async def latest(conn: Connection, query: SensorFilter) -> list[dict[str, Any]]:
+async def latest(conn: Connection, query: SensorFilter) -> list[asyncpg.Record]:
     """The newest reading of each sensor (the one with the greatest value among ties). The
     summary's last reading competes with the readings it does not cover yet."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -131,4 +132,4 @@ async def latest(conn: Connection, query: SensorFilter) -> list[dict[str, Any]]:
             f"WHERE {_raw_window(sql, fresh, 'ts')} AND {_sensor_filter(sql, query)}"
             ") AS candidates ORDER BY sensor, ts DESC, value DESC, metadata::text"
         )
-        return [dict(row) for row in await conn.fetch(text, *sql.args)]
+        return await conn.fetch(text, *sql.args)
