@@ -3,7 +3,12 @@ parsed and written as they arrive, in one transaction: a bad line anywhere, even
 were written, leaves nothing written and is named by its line number."""
 
 import json
+import random
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +128,46 @@ def test_a_bad_line_after_batches_were_written_rolls_them_back(
     response = api.post("/readings", content="sensor,value,ts\n" + good, headers=CSV)
     assert (response.status_code, response.json()) == (200, 40_000)
     assert count(db_url) == 40_000
+
+
+def test_a_body_that_makes_a_partition_holds_up_no_other_request_while_it_streams(
+    api: httpx.Client, tsapi: Tsapi, db_url: str
+) -> None:
+    # Readings of a day with no partition yet, enough for two blocks of 512 KB and more: the
+    # first two are written, and the first makes the partition, before the client pauses.
+    day = datetime(1990, 1, 1, tzinfo=UTC) + timedelta(days=random.randrange(3000))
+    stamps = (day + timedelta(seconds=n) for n in range(20_000))
+    first = "sensor,value,ts\n" + "".join(
+        f"{SENSOR},{n}.5,{ts.isoformat()}\n" for n, ts in enumerate(stamps)
+    )
+    more = threading.Event()
+
+    def chunks() -> Iterator[bytes]:
+        yield first.encode()
+        more.wait(60)  # the client pauses mid-body, its first block written
+        yield f"{SENSOR},1,{day.isoformat()}\n".encode()
+
+    with ThreadPoolExecutor(1) as background:
+        posted = background.submit(api.post, "/readings", content=chunks(), headers=CSV)
+        try:
+            deadline = time.monotonic() + 30
+            while not sql(db_url, _WAITING_AFTER_COPY)[0][0]:
+                assert time.monotonic() < deadline, "the first block was never written"
+                time.sleep(0.05)
+            with httpx.Client(base_url=tsapi.base_url, timeout=5) as other:
+                assert other.get("/readings?limit=1").status_code == 200
+                written = other.post("/readings", json=[{"sensor": OTHER, "value": 2}])
+                assert (written.status_code, written.json()) == (200, 1)
+        finally:
+            more.set()
+        response = posted.result(60)
+    assert (response.status_code, response.json()) == (200, 20_001)
+    assert count(db_url) == 20_002
+
+
+# A connection whose transaction has written and waits: the stream's, for its client.
+_WAITING_AFTER_COPY = """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+    AND state = 'idle in transaction' AND backend_xid IS NOT NULL"""
 
 
 def test_at_most_100_bad_lines_are_listed(api: httpx.Client, db_url: str) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> Starlette:
                 announce=settings.cache_ttl > 0,
                 dedupe=settings.dedupe,
                 retention=settings.retention,
+                connect_aside=functools.partial(db.connect_aside, settings),
             )
         finally:
             await conn.close()

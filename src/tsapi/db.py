@@ -75,6 +75,15 @@ async def connect(settings: Settings) -> asyncpg.Connection:
     return conn
 
 
+async def connect_aside(settings: Settings) -> asyncpg.Connection:
+    """A connection of its own for what a request needs committed apart from its transaction
+    (a partition), its statements bounded as the request's are: one waiting behind another
+    session's schema change is cancelled with the request, not left to wait."""
+    conn = await connect(settings)
+    await conn.execute(f"SET statement_timeout = {int(settings.statement_timeout * 1000)}")
+    return conn
+
+
 async def create_pool(settings: Settings) -> Pool:
     """The pool requests use. Their queries are bounded by statement_timeout; migrations and
     rollup refreshes may rightly take longer, and use other connections."""

@@ -3,6 +3,7 @@ straight into the database, each chunk under its idempotency key: an import run 
 interruption skips what was written and writes the rest, so nothing is written twice."""
 
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -154,6 +155,7 @@ async def run_direct(ready: Settings, sources: Sequence[Source], chunk_size: int
             ready.partition_interval,
             rollups=bool(ready.rollup_widths),
             dedupe=ready.dedupe,
+            connect_aside=functools.partial(db.connect_aside, ready),
         )
         return await run(sources, DirectTarget(conn, storage, ready), chunk_size)
     finally:

@@ -3,7 +3,7 @@ table; and writing a batch into it in one transaction."""
 
 import bisect
 import enum
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -17,6 +17,8 @@ from tsapi.invalidations import NOTIFY_SQL
 from tsapi.rollups import LOG_SQL, spans
 
 log = structlog.get_logger(__name__)
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _END = datetime.max.replace(tzinfo=UTC)
@@ -74,19 +76,33 @@ class Partitions:
     def period_start(self, ts: datetime) -> datetime:
         return _EPOCH + (ts - _EPOCH) // self.width * self.width
 
-    async def ensure(self, conn: Connection, stamps: Iterable[datetime]) -> None:
+    async def ensure(
+        self, conn: Connection, stamps: Iterable[datetime], aside: Connect | None = None
+    ) -> None:
+        """Create the partitions missing for ``stamps``. Within a transaction they are made on a
+        connection of their own from ``aside``, if given, and committed at once: the
+        transaction may last as long as a streamed body, and makes none that others wait for."""
         missing = [ts for ts in stamps if not self.covers(ts)]
         if not missing:
             return
-        if conn.is_in_transaction():
-            # Partitions made in a transaction (an idempotent request's) vanish if it rolls
-            # back: make them, but leave this view to learn of them once committed.
+        if not conn.is_in_transaction():
+            await self._create(conn, missing)
+        elif aside is not None:
+            side = await aside()
+            try:
+                await self._create(side, missing)
+            finally:
+                await side.close()
+        else:
+            # Partitions made in the transaction vanish if it rolls back: make them, but leave
+            # this view to learn of them once committed.
             await conn.fetchval(
                 "SELECT tsapi_ensure_partitions($1::timestamptz[], $2::interval)",
                 missing,
                 self.width,
             )
-            return
+
+    async def _create(self, conn: Connection, missing: list[datetime]) -> None:
         # One stamp per period usually suffices; the full list only where older partitions of
         # another width leave gaps inside a period.
         periods: dict[datetime, list[datetime]] = {}
@@ -106,7 +122,9 @@ class Partitions:
             if not missing:
                 return
 
-    async def ensure_batch(self, conn: Connection, stamps: list[datetime], untimed: bool) -> None:
+    async def ensure_batch(
+        self, conn: Connection, stamps: list[datetime], untimed: bool, aside: Connect | None
+    ) -> None:
         """Partitions for a batch's timestamps and, if it has untimed rows, for now()."""
         if untimed:
             # The database's clock decides their ts; the local one is close enough to pick the
@@ -118,7 +136,7 @@ class Partitions:
         index = bisect.bisect_right(self._lowers, earliest) - 1
         if index >= 0 and latest < self._uppers[index]:
             return  # the common case: the whole batch falls in one known partition
-        await self.ensure(conn, stamps)
+        await self.ensure(conn, stamps, aside)
 
 
 class Storage:
@@ -133,6 +151,8 @@ class Storage:
         self.announce = announce  # whether writes notify the read caches (invalidations.py)
         self.dedupe: dedupe.Mode = "off"  # how writes treat a (sensor, ts) already stored
         self.retention: timedelta | None = None  # readings older than this are refused
+        # Opens a connection of its own, for partitions a transaction needs (Partitions.ensure).
+        self.connect_aside: Connect | None = None
 
     @classmethod
     async def open(
@@ -143,6 +163,7 @@ class Storage:
         announce: bool = False,
         dedupe: dedupe.Mode = "off",
         retention: timedelta | None = None,
+        connect_aside: Connect | None = None,
     ) -> "Storage":
         layout = await detect_layout(conn)
         partitions = Partitions(partition_interval)
@@ -153,6 +174,7 @@ class Storage:
         storage = cls(layout, partitions, rollups, announce)
         storage.dedupe = dedupe
         storage.retention = retention
+        storage.connect_aside = connect_aside
         return storage
 
     async def maintain(self, conn: Connection) -> None:
@@ -194,7 +216,9 @@ class Storage:
                     f"{min(stamps).isoformat()}; nothing was written",
                 )
         if self.layout is Layout.PARTITIONED:
-            await self.partitions.ensure_batch(conn, stamps, bool(batch.untimed))
+            await self.partitions.ensure_batch(
+                conn, stamps, bool(batch.untimed), self.connect_aside
+            )
         # Timed rows may be older than buckets the rollups already hold: their time ranges are
         # logged in the same transaction (rows taking now() never are: a refresh waits for
         # transactions begun before it, so their now() is in no bucket materialized yet; nor are
