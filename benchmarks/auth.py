@@ -1,7 +1,8 @@
 """What auth and metrics cost: wrk sending ``GET /readings?limit=100``, then POSTs of 1,000-row
-batches, to tsapi processes on one database: without any middleware (the baseline), with auth
-off (request ids, access log lines and metrics only), with keys required and sent, and the
-baseline again in a process of its own, as a control.
+batches, to tsapi processes on one database: with neither (``metrics = false``, ``auth = off``:
+the baseline), with metrics, with metrics and keys required and sent, the baseline again in a
+process of its own as a control, and with no middleware at all (no request id or access line
+either).
 
 Run from the repository root: ``python -m benchmarks.auth [--duration 3] [--rounds 9]
 [--database-url URL]`` (wrk must be installed). They run at once and take short bursts of
@@ -35,16 +36,24 @@ from tsapi.embedded import EmbeddedPostgres
 CONNECTIONS = 8
 BATCH_ROWS = 1000
 SEED_BATCHES = 100
-# The baseline: the app built with no middleware at all.
+# The app built with no middleware at all: no request id, access line, body timeout, metrics or
+# auth.
 BARE = (
     "import tsapi.middleware as m; m.stack = lambda settings: []; from tsapi.cli import cli; cli()"
 )
-BASELINE = "no middleware"
-VARIANTS = {BASELINE: ({}, False), "auth off": ({"TSAPI_AUTH": "off"}, False)}
-VARIANTS["keys required"] = ({"TSAPI_AUTH": "required"}, True)
-# The control: a second process of the baseline's own code, whose difference from the baseline
-# is the measurement's noise alone (two identical processes differ by several percent in speed).
-VARIANTS["no middleware again"] = ({}, False)
+NO_MIDDLEWARE = "no middleware"
+BASELINE = "neither"  # what the goal compares with: all but auth and metrics
+# Each variant: its environment, and whether requests send a key.
+VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
+    BASELINE: ({"TSAPI_AUTH": "off", "TSAPI_METRICS": "false"}, False),
+    "metrics": ({"TSAPI_AUTH": "off"}, False),
+    "metrics, keys": ({"TSAPI_AUTH": "required"}, True),
+    # The control: a second process of the baseline's, whose difference from the baseline is the
+    # measurement's noise alone (two identical processes differ by several percent in speed).
+    "neither again": ({"TSAPI_AUTH": "off", "TSAPI_METRICS": "false"}, False),
+    # What request ids, access lines and the body timeout cost, which the goal leaves aside.
+    NO_MIDDLEWARE: ({}, False),
+}
 
 
 def batch_body(seed: int) -> bytes:
@@ -71,7 +80,7 @@ def tsapi(
 ) -> Iterator[tuple[str, int]]:
     """A tsapi process of the variant, run under ``prefix`` (valgrind, say) if given."""
     env, _ = VARIANTS[variant]
-    bare = variant.startswith(BASELINE)
+    bare = variant == NO_MIDDLEWARE
     command = [sys.executable, *(["-c", BARE] if bare else ["-m", "tsapi"])]
     command += ["serve", "--database-url", database_url, "--port", str(port)]
     env = {**os.environ, "TSAPI_LOG_FORMAT": "json", "TSAPI_LOG_LEVEL": "info", **env}
@@ -132,7 +141,7 @@ def main() -> None:
         body = work / "batch.json"
         body.write_bytes(batch_body(0))
         port = 18000 + os.getpid() % 1000
-        with tsapi(url, port, "auth off", work / "tsapi.log") as (base, _):  # migrations, seed
+        with tsapi(url, port, BASELINE, work / "tsapi.log") as (base, _):  # migrations, seed
             for seed in range(1, SEED_BATCHES + 1):
                 httpx.post(f"{base}/readings", content=batch_body(seed), timeout=60)
         key = subprocess.run(

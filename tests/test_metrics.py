@@ -89,3 +89,18 @@ def test_queries_the_database_cancels_are_counted_as_database_errors(server: Tsa
 
     assert on(server.database_url, blocked) == 503
     assert value(scrape(server), "tsapi_database_errors_total", kind="timeout") == before + 1
+
+
+def test_with_metrics_off_the_route_is_gone_and_the_api_serves_on(
+    make_database: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tsapi = serve(make_database, tmp_path_factory.mktemp("no-metrics"), TSAPI_METRICS="false")
+    try:
+        assert httpx.get(f"{tsapi.base_url}/metrics").status_code == 404
+        rows = [{"sensor": A, "value": 1}]
+        assert httpx.post(f"{tsapi.base_url}/readings", json=rows).json() == 1
+        response = httpx.get(f"{tsapi.base_url}/readings")
+        assert response.status_code == 200
+        assert response.headers["x-request-id"]  # the access line and its id remain
+    finally:
+        tsapi.stop()

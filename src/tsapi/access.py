@@ -46,8 +46,9 @@ def _request_id(scope: Scope) -> bytes:
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, count: bool = True) -> None:
         self.app = app
+        self.count = count  # whether requests are counted and timed for GET /metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,8 +75,9 @@ class AccessMiddleware:
             method = scope["method"]
             routed = scope.get("route")  # the router's own finding, when it ran
             route = routed.path if routed else permissions.route_of(scope)[0]
-            _requests(method, route, status).inc()
-            _latency(method, route).observe(seconds)
+            if self.count:
+                _requests(method, route, status).inc()
+                _latency(method, route).observe(seconds)
             key: ApiKey | None = scope.get("tsapi.key")
             client = scope.get("client")
             log.info(

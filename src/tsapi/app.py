@@ -137,7 +137,7 @@ def create_app(settings: Settings) -> Starlette:
             *routes.routes,
             *influx_routes.routes,
             *openapi.routes,
-            *metrics.routes,
+            *(metrics.routes if settings.metrics else []),
         ],
         # The cache innermost: it answers only requests that every other layer let through.
         middleware=[*middleware.stack(settings), Middleware(HttpCache)],

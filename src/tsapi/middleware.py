@@ -18,7 +18,7 @@ from tsapi.settings import Settings
 
 
 def stack(settings: Settings) -> list[Middleware]:
-    layers = [Middleware(AccessMiddleware)]
+    layers = [Middleware(AccessMiddleware, count=settings.metrics)]
     if settings.cors_origins:  # outside auth: browsers send preflight requests without keys
         layers.append(
             Middleware(

@@ -555,6 +555,7 @@ SPEC: dict[str, Any] = {
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of the process answering",
+                "description": "Not served (a 404) when the `metrics` setting is off.",
                 "responses": {
                     "200": {
                         "description": "Prometheus' text exposition format",

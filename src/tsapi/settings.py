@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         description="Whether requests need an API key: auto (as soon as any key exists), "
         "required, or off.",
     )
+    metrics: bool = Field(
+        True,
+        description="Count requests, readings and errors and serve them at GET /metrics; off, "
+        "that route is a 404 and requests are not counted.",
+    )
     allow_insecure_bind: bool = Field(
         False,
         description="Insecure: serve on a non-loopback host although auth is not required.",
