@@ -15,7 +15,7 @@ from tests.conftest import sql
 from tsapi import db, migrate
 from tsapi.ingest import Batch
 from tsapi.settings import Settings
-from tsapi.storage import Layout, Storage
+from tsapi.storage import COPY_FROM_ROWS, Layout, Storage
 
 SENSOR = uuid.UUID("6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5")
 
@@ -218,3 +218,35 @@ def test_write_stream_in_an_outer_transaction_is_undone_with_it(fresh_db: str) -
 
     assert asyncio.run(in_outer_transaction()) == 3
     assert sql(fresh_db, "SELECT count(*) FROM readings")[0][0] == 0
+
+
+# What PostgreSQL's numeric holds at its edges, in the spellings JSON allows.
+EDGE_VALUES = ["0.3", "-0", "20.00", "1e5", "-12.5e-3", "1e-16383", "9.99e131071", "0e-16383"]
+
+
+def test_small_and_large_batches_store_the_same_values_exactly(
+    api: httpx.Client, db_url: str
+) -> None:
+    # Batches under COPY_FROM_ROWS are inserted with their values as text, larger ones copied
+    # in binary: each way, every value is stored as sent, digits and scale.
+    day = datetime(2024, 5, 1, tzinfo=UTC)
+    stored = {}
+    for rows in (len(EDGE_VALUES), COPY_FROM_ROWS):
+        sensor = uuid.uuid4()
+        values = EDGE_VALUES + ["1"] * (rows - len(EDGE_VALUES))
+        stamps = [(day + timedelta(seconds=n)).isoformat() for n in range(rows)]
+        body = ",".join(
+            f'{{"sensor": "{sensor}", "value": {value}, "ts": "{ts}"}}'
+            for ts, value in zip(stamps, values, strict=True)
+        )
+        assert api.post("/readings", content=f"[{body}]").json() == rows
+        found = sql(
+            db_url,
+            "SELECT value::text AS value FROM readings WHERE sensor = $1 ORDER BY ts",
+            sensor,
+        )
+        stored[rows] = [row["value"] for row in found][: len(EDGE_VALUES)]
+    small, large = stored.values()
+    assert small == large
+    assert list(map(Decimal, small)) == list(map(Decimal, EDGE_VALUES))
+    assert small[2] == "20.00"
