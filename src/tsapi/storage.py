@@ -31,12 +31,18 @@ _UNTIMED_COLUMNS = ("sensor", "metadata", "value")  # ts takes its default, the 
 COPY_FROM_ROWS = 2000
 # Sensors and values cross as array literals, one string each: asyncpg spends a check and a call
 # on each element of an array, and more on a Decimal than PostgreSQL takes to read its text.
-# Metadata crosses as the bytes of its JSON, which need no conversion here.
-_INSERT_SQL = f"""WITH logged AS ({LOG_SQL})
+# Metadata crosses once per distinct value, as the bytes of its JSON, each row naming its own by
+# number: a batch's readings often share theirs (a series' tags, a device's room), which
+# PostgreSQL then reads once.
+_INSERT_SQL = f"""WITH logged AS ({LOG_SQL}),
+distinct_metadata AS MATERIALIZED (
+    SELECT n, convert_from(json, 'UTF8')::jsonb AS json
+    FROM unnest($6::bytea[]) WITH ORDINALITY AS m(json, n))
 INSERT INTO readings (ts, sensor, metadata, value)
-SELECT coalesce(ts, now()), sensor, convert_from(metadata, 'UTF8')::jsonb, value
-FROM unnest($3::timestamptz[], $4::text::uuid[], $5::bytea[], $6::text::numeric[])
-    AS r(ts, sensor, metadata, value)"""  # noqa: S608 - constants only
+SELECT coalesce(r.ts, now()), r.sensor, distinct_metadata.json, r.value
+FROM unnest($3::timestamptz[], $4::text::uuid[], $5::text::numeric[], $7::text::bigint[])
+    AS r(ts, sensor, value, metadata_n)
+LEFT JOIN distinct_metadata ON distinct_metadata.n = r.metadata_n"""  # noqa: S608 - constants only
 
 
 class Layout(enum.Enum):
@@ -283,11 +289,15 @@ class Storage:
             )
 
 
-def _columns(batch: Batch) -> tuple[list[datetime | None], str, list[bytes | None], str]:
-    """The batch's rows as the columns of _INSERT_SQL, untimed ones with a null ts."""
+def _columns(batch: Batch) -> tuple[list[datetime | None], str, str, list[bytes], str]:
+    """The batch's rows as the parameters of _INSERT_SQL, untimed ones with a null ts."""
     rows = (*batch.timed, *((None, *row) for row in batch.untimed))
     stamps, sensors, metadata, values = zip(*rows, strict=True)
-    return list(stamps), _literal(sensors), list(metadata), _literal(values)
+    distinct = [json for json in dict.fromkeys(metadata) if json is not None]
+    numbers = {json: str(n) for n, json in enumerate(distinct, 1)}
+    numbers[None] = "NULL"
+    metadata_numbers = "{" + ",".join(map(numbers.__getitem__, metadata)) + "}"
+    return list(stamps), _literal(sensors), _literal(values), distinct, metadata_numbers
 
 
 def _literal(items: Iterable[object]) -> str:
