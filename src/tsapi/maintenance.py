@@ -42,7 +42,7 @@ async def run_round(conn: Connection, settings: Settings, storage: Storage) -> N
 async def _retention(conn: Connection, settings: Settings, storage: Storage) -> None:
     assert settings.retention is not None
     dropped = await retention.drop_expired(conn, storage.layout, settings.retention)
-    if dropped is not None and storage.layout is Layout.PARTITIONED:
+    if dropped is not None and storage.layout is not Layout.PLAIN:
         await storage.partitions.refresh(conn)
     if settings.rollup_retention is not None:
         await retention.drop_old_rollups(conn, storage.layout, settings.rollup_retention)

@@ -3,6 +3,7 @@ table; and writing a batch into it in one transaction."""
 
 import bisect
 import enum
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -77,14 +78,14 @@ class Partitions:
         self._lowers: list[datetime] = []
         self._uppers: list[datetime] = []
 
+    # Past 9999, where the last possible partition ends, Python has no datetime: asyncpg reads
+    # 'infinity' as a naive datetime.max, which stands in for it here.
+    _RANGES_SQL = """SELECT lower, CASE WHEN upper >= '10000-01-01' THEN 'infinity' ELSE upper END
+                         AS upper
+                     FROM tsapi_partitions ORDER BY lower"""
+
     async def refresh(self, conn: Connection) -> None:
-        # Past 9999, where the last possible partition ends, Python has no datetime: asyncpg
-        # reads 'infinity' as a naive datetime.max, which stands in for it here.
-        rows = await conn.fetch(
-            """SELECT lower, CASE WHEN upper >= '10000-01-01' THEN 'infinity' ELSE upper END
-                   AS upper
-               FROM tsapi_partitions ORDER BY lower"""
-        )
+        rows = await conn.fetch(self._RANGES_SQL)
         self._lowers = [row["lower"] for row in rows]
         self._uppers = [row["upper"] if row["upper"].tzinfo else _END for row in rows]
 
@@ -129,17 +130,19 @@ class Partitions:
             periods.setdefault(self.period_start(ts), []).append(ts)
         representatives = [min(group) for group in periods.values()]
         for attempt in (representatives, missing):
-            created = await conn.fetchval(
-                "SELECT tsapi_ensure_partitions($1::timestamptz[], $2::interval)",
-                attempt,
-                self.width,
-            )
+            created = await self._make(conn, attempt)
             await self.refresh(conn)
             if created:
                 log.info("created partitions", count=created)
             missing = [ts for ts in missing if not self.covers(ts)]
             if not missing:
                 return
+
+    async def _make(self, conn: Connection, stamps: list[datetime]) -> int:
+        created: int = await conn.fetchval(
+            "SELECT tsapi_ensure_partitions($1::timestamptz[], $2::interval)", stamps, self.width
+        )
+        return created
 
     async def ensure_batch(
         self, conn: Connection, stamps: list[datetime], untimed: bool, aside: Connect | None
@@ -156,6 +159,46 @@ class Partitions:
         if index >= 0 and latest < self._uppers[index]:
             return  # the common case: the whole batch falls in one known partition
         await self.ensure(conn, stamps, aside)
+
+
+class Chunks(Partitions):
+    """A hypertable's chunks. TimescaleDB makes them as rows arrive, but a transaction that makes
+    one holds up every other that makes one until it ends: those of a transaction that may last
+    (a streamed body) are made first, on a connection of their own, and committed at once."""
+
+    _RANGES_SQL = """SELECT range_start AS lower,
+                         CASE WHEN range_end >= '10000-01-01' THEN 'infinity' ELSE range_end END
+                             AS upper
+                     FROM timescaledb_information.chunks
+                     WHERE hypertable_schema = current_schema() AND hypertable_name = 'readings'
+                     ORDER BY range_start"""
+
+    async def ensure(
+        self, conn: Connection, stamps: Iterable[datetime], aside: Connect | None = None
+    ) -> None:
+        if conn.is_in_transaction() and aside is not None:
+            missing = [ts for ts in stamps if not self.covers(ts)]
+            if missing:
+                side = await aside()
+                try:
+                    await self._create(side, missing)
+                finally:
+                    await side.close()
+
+    async def _make(self, conn: Connection, stamps: list[datetime]) -> int:
+        # TimescaleDB makes a chunk, aligned as it aligns them, for a row; the row is gone before
+        # anyone can see it, under a sensor no reading has.
+        async with conn.transaction():
+            marker = uuid.uuid4()
+            await conn.execute(_PLACEHOLDERS_SQL, stamps, marker)
+            await conn.execute(_NO_PLACEHOLDERS_SQL, stamps, marker)
+        return len(stamps)
+
+
+_PLACEHOLDERS_SQL = (
+    "INSERT INTO readings (ts, sensor, value) SELECT ts, $2, 0 FROM unnest($1::timestamptz[]) ts"
+)
+_NO_PLACEHOLDERS_SQL = "DELETE FROM readings WHERE sensor = $2 AND ts = ANY($1::timestamptz[])"
 
 
 class Storage:
@@ -185,9 +228,10 @@ class Storage:
         connect_aside: Connect | None = None,
     ) -> "Storage":
         layout = await detect_layout(conn)
-        partitions = Partitions(partition_interval)
-        if layout is Layout.PARTITIONED:
+        partitions = (Chunks if layout is Layout.HYPERTABLE else Partitions)(partition_interval)
+        if layout is not Layout.PLAIN:
             await partitions.refresh(conn)
+        if layout is Layout.PARTITIONED:
             await partitions.ensure(conn, _upcoming(partition_interval))
         log.info("storage ready", layout=layout.value)
         storage = cls(layout, partitions, rollups, announce)
@@ -234,7 +278,7 @@ class Storage:
                     f"{expired} reading(s) older than the retention period, the oldest at "
                     f"{min(stamps).isoformat()}; nothing was written",
                 )
-        if self.layout is Layout.PARTITIONED:
+        if self.layout is not Layout.PLAIN:
             await self.partitions.ensure_batch(
                 conn, stamps, bool(batch.untimed), self.connect_aside
             )
