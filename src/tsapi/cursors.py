@@ -12,7 +12,6 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import asyncpg
 import msgspec
@@ -37,19 +36,9 @@ class Position:
 
 
 def key_of(row: asyncpg.Record) -> Key:
-    """A row's place in the walk, as PostgreSQL compares it (see ``query.KEY_COLUMNS``)."""
-    ts, sensor, metadata, value = row
-    return (
-        ts,
-        "" if sensor is None else str(sensor),
-        "" if value is None else value_text(value),
-        "" if metadata is None else bytes(metadata).decode(),
-    )
-
-
-def value_text(value: Decimal) -> str:
-    """A numeric as PostgreSQL prints it: every stored digit, never an exponent."""
-    return format(value, "f")
+    """A row of ``query.COLUMNS``'s place in the walk, as PostgreSQL compares it."""
+    ts, _text, sensor, value, metadata = row[:5]  # a sixth may be the query's now()
+    return ts, sensor, value, metadata
 
 
 def encode(position: Position, query: bytes) -> str:

@@ -56,8 +56,7 @@ async def from_database(ready: Settings, params: dict[str, str], write: Write) -
     try:
         # One snapshot, read through a cursor a batch at a time: flat memory whatever the size.
         async with conn.transaction(readonly=True):
-            now = await conn.fetchval("SELECT now()") if query.relative else None
-            sql, args = query.sql(now)
+            sql, args = query.sql(await reader.now_for(conn, query))
             cursor = await conn.cursor(sql, *args)
 
             async def batches() -> AsyncIterator[list[asyncpg.Record]]:

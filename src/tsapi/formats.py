@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import msgspec
 from starlette.responses import Response, StreamingResponse
@@ -113,6 +113,7 @@ class Table(Generic[Row]):
     csv_header: tuple[str, ...]
     as_json: Callable[[Row], object]
     as_csv: Callable[[Row], Sequence[object]]
+    json_text: bool = False  # as_json gives each row's JSON text itself, to be written as it is
 
 
 class _Writer(Generic[Row]):
@@ -136,9 +137,13 @@ class _Writer(Generic[Row]):
             return _csv_lines(map(self.table.as_csv, rows))
         objects = [self.table.as_json(row) for row in rows]
         if self.output.format is Format.NDJSON:
+            if self.table.json_text:
+                return "\n".join(cast(list[str], objects)).encode() + b"\n"
             return _encoder.encode_lines(objects)
         separator = b"," if self.wrote_rows else b""
         self.wrote_rows = True
+        if self.table.json_text:
+            return separator + ",".join(cast(list[str], objects)).encode()
         return separator + _encoder.encode(objects)[1:-1]
 
     def end(self, next_cursor: str | None) -> bytes:

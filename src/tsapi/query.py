@@ -27,6 +27,15 @@ KEY_COLUMNS = (
     "coalesce(value::text, '') COLLATE \"C\"",
     "coalesce(metadata::text, '') COLLATE \"C\"",
 )
+# What pages and exports select: ts for cursors, then the texts answers are written from, which
+# PostgreSQL prints for less than Python formats them; the last three are the sort keys, so
+# PostgreSQL computes each once (see cursors.key_of).
+COLUMNS = ", ".join(
+    ["ts", "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", *KEY_COLUMNS[1:]]
+)
+# Offsets up to this far from now() are resolved in the query itself, against its own now(): they
+# stay within the range of both PostgreSQL's and Python's timestamps whatever the clock says.
+SQL_OFFSET_LIMIT = timedelta(days=365_000)
 _ORDER_BY = {
     "desc": "ts DESC, sensor DESC NULLS LAST, " + ", ".join(f"{c} DESC" for c in KEY_COLUMNS[2:]),
     "asc": "ts ASC, sensor ASC NULLS FIRST, " + ", ".join(f"{c} ASC" for c in KEY_COLUMNS[2:]),
@@ -48,6 +57,16 @@ class ReadingsQuery:
         """Whether from or to are relative, and so need the database's now()."""
         return any(isinstance(bound, timedelta) for bound in (self.start, self.end))
 
+    @property
+    def resolved_in_sql(self) -> bool:
+        """Whether the query resolves relative from/to against its own now(), sparing a round
+        trip for it, and answers that now() as a last column, for cursors. Not when one bound is
+        absolute: whether such a window is empty is known only with now(), and is checked first."""
+        bounds = [bound for bound in (self.start, self.end) if bound is not None]
+        return bool(bounds) and all(
+            isinstance(bound, timedelta) and abs(bound) <= SQL_OFFSET_LIMIT for bound in bounds
+        )
+
     def identity(self) -> bytes:
         """What a cursor must belong to: everything that selects and orders rows."""
         return msgspec.json.encode(
@@ -58,9 +77,13 @@ class ReadingsQuery:
         """from and to as instants, relative ones resolved against ``now``; 400 if empty."""
         start = None if self.start is None else instants.resolve("from", self.start, now)
         end = None if self.end is None else instants.resolve("to", self.end, now)
-        if start is not None and end is not None and start >= end:
-            raise ApiError(400, "'from' must be earlier than 'to'", parameter="from")
+        _check_order(start, end)
         return start, end
+
+    def check_order(self) -> None:
+        """400 if the window is empty, where that is known without now(): bounds of one kind."""
+        if type(self.start) is type(self.end):
+            _check_order(self.start, self.end)
 
     def sql(self, now: datetime | None = None) -> tuple[str, list[object]]:
         conditions: list[str] = []
@@ -74,11 +97,13 @@ class ReadingsQuery:
             conditions.append(f"sensor = {arg(self.sensors[0])}")
         elif self.sensors:
             conditions.append(f"sensor = ANY({arg(list(self.sensors))}::uuid[])")
-        start, end = self.window(now)
-        if start is not None:
-            conditions.append(f"ts >= {arg(start)}")
-        if end is not None:
-            conditions.append(f"ts < {arg(end)}")
+        # Offsets from the query's own now(), or instants (then the window was checked).
+        in_query = now is None and self.resolved_in_sql
+        bounds = (self.start, self.end) if in_query else self.window(now)
+        for comparison, instant in zip((">=", "<"), bounds, strict=True):
+            if instant is not None:
+                at = f"now() + {arg(instant)}::interval" if in_query else arg(instant)
+                conditions.append(f"ts {comparison} {at}")
         if self.metadata is not None:
             conditions.append(f"metadata @> {arg(self.metadata)}::jsonb")
         # Comparisons and orders come from fixed sets, never from user text.
@@ -97,7 +122,7 @@ class ReadingsQuery:
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         # One more row than the page: whether it exists says if there is a next page.
         limit = "" if fetch is None else f"LIMIT {arg(fetch + 1)}"
-        columns = "ts, sensor, metadata, value"
+        columns = f"{COLUMNS}, now()" if in_query else COLUMNS
         sql = f"SELECT {columns} FROM readings {where} ORDER BY {_ORDER_BY[self.order]} {limit}"  # noqa: S608
         return sql, args
 
@@ -120,8 +145,7 @@ def parse_readings_query(
         metadata=parse_containment("metadata", params.get("metadata")),
         order="asc" if order == "asc" else "desc",
     )
-    if not query.relative:
-        query.window(None)  # an absolute window is checked before any database work
+    query.check_order()  # before any database work
     cursor = params.get("cursor")
     if cursor is None:
         return query
@@ -162,6 +186,11 @@ def parse_sensors(values: Sequence[str]) -> tuple[uuid.UUID, ...]:
                     400, f"'sensor' must be a UUID, not {part!r}", parameter="sensor"
                 ) from None
     return tuple(dict.fromkeys(sensors))
+
+
+def _check_order(start: Instant | None, end: Instant | None) -> None:
+    if start is not None and end is not None and start >= end:  # type: ignore[operator]
+        raise ApiError(400, "'from' must be earlier than 'to'", parameter="from")
 
 
 def _describe(bound: Instant | None) -> object:

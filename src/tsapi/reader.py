@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from tsapi import cursors, formats
-from tsapi.cursors import Position, key_of, value_text
+from tsapi.cursors import Position, key_of
 from tsapi.db import Connection, Pool
 from tsapi.query import ReadingsQuery
 
@@ -30,7 +30,7 @@ class Page:
 async def fetch_page(pool: Pool, query: ReadingsQuery, timeout: float) -> Page:
     assert query.limit is not None, "every row is an export, not a page"
     async with pool.acquire(timeout=timeout) as conn:
-        now = await _now(conn, query)
+        now = await now_for(conn, query)
         sql, args = query.sql(now)
         rows = await conn.fetch(sql, *args)
     # Rows at the cursor's position come first; skip those a previous page answered.
@@ -43,6 +43,8 @@ async def fetch_page(pool: Pool, query: ReadingsQuery, timeout: float) -> Page:
     page = rows[skipped : skipped + query.limit]
     if len(rows) - skipped <= query.limit:
         return Page(page, None)
+    if now is None and query.resolved_in_sql:  # the query answered its now() last
+        now = page[-1][-1]
     last = key_of(page[-1])
     seen = 0
     if key_of(rows[skipped + query.limit]) == last:  # the next page starts amid identical rows
@@ -82,18 +84,18 @@ async def open_export(pool: Pool, query: ReadingsQuery, timeout: float) -> Expor
     async with AsyncExitStack() as stack:
         conn = await stack.enter_async_context(pool.acquire(timeout=timeout))
         await stack.enter_async_context(conn.transaction(readonly=True))
-        now = await _now(conn, query)
-        sql, args = query.sql(now)
+        sql, args = query.sql(await now_for(conn, query))
         cursor = await conn.cursor(sql, *args)
         first = await cursor.fetch(EXPORT_BATCH_ROWS)
         return Export(stack.pop_all(), cursor, first)
 
 
-async def _now(conn: Connection, query: ReadingsQuery) -> datetime | None:
-    """The database's now() for relative from/to: a cursor's, for its walk to keep one window."""
+async def now_for(conn: Connection, query: ReadingsQuery) -> datetime | None:
+    """The database's now() for relative from/to, fetched when the query cannot use its own: a
+    cursor's, for its walk to keep one window."""
     if query.after is not None:
         return query.after.now
-    if not query.relative:
+    if query.resolved_in_sql or not query.relative:
         return None
     now: datetime = await conn.fetchval("SELECT now()")
     return now
@@ -106,23 +108,26 @@ class ReadingOut(msgspec.Struct):
     value: msgspec.Raw | None
 
 
-def _json(row: asyncpg.Record) -> ReadingOut:
-    ts, sensor, metadata, value = row
-    # The stored digits as a JSON number; JSON has none for an adopted table's NaN or infinity.
-    number = (
-        msgspec.Raw(value_text(value).encode()) if value is not None and value.is_finite() else None
+# A row of query.COLUMNS as ReadingOut is encoded; none of its texts needs escaping.
+_JSON_OBJECT = '{"ts":"%s","sensor":%s,"metadata":%s,"value":%s}'
+_NOT_JSON_NUMBERS = ("", "NaN", "Infinity", "-Infinity")  # an adopted table's; and NULL
+
+
+def _json(row: asyncpg.Record) -> str:
+    ts, ts_text, sensor, value, metadata = row[:5]  # a sixth may be the query's now()
+    return _JSON_OBJECT % (
+        ts_text or formats.format_ts(ts),  # to_char() prints no infinite timestamp
+        f'"{sensor}"' if sensor else "null",
+        metadata or "null",
+        "null" if value in _NOT_JSON_NUMBERS else value,
     )
-    return ReadingOut(formats.format_ts(ts), sensor, metadata, number)
 
 
 def _csv(row: asyncpg.Record) -> Sequence[object]:
-    ts, sensor, metadata, value = row
-    return (
-        formats.format_ts(ts),
-        "" if sensor is None else sensor,
-        "" if value is None else value_text(value),
-        "" if metadata is None else bytes(metadata).decode(),
-    )
+    ts, ts_text, sensor, value, metadata = row[:5]  # a sixth may be the query's now()
+    return ts_text or formats.format_ts(ts), sensor, value, metadata
 
 
-READINGS = formats.Table("readings", ("ts", "sensor", "value", "metadata"), _json, _csv)
+READINGS = formats.Table(
+    "readings", ("ts", "sensor", "value", "metadata"), _json, _csv, json_text=True
+)
