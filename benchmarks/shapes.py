@@ -98,7 +98,7 @@ def main() -> None:
     ):
         machine = run_async(describe(database_url, embedded=args.database_url is None))
         began = time.monotonic()
-        run_async(_load(database_url, args.rows))
+        run_async(load_readings(database_url, args.rows))
         print(
             f"loaded {args.rows:,} readings and their rollups in {time.monotonic() - began:.0f} s"
         )
@@ -196,7 +196,7 @@ def _p99(times: list[float]) -> float:
     return sorted(times)[int(len(times) * 0.99) - 1]
 
 
-async def _load(database_url: str, count: int) -> None:
+async def load_readings(database_url: str, count: int) -> None:
     """Readings generated in the database itself, ending now; then the rollups tsapi keeps for
     them (its refresher materializes the history) and fresh statistics."""
     steps = count // SENSORS

@@ -119,6 +119,8 @@ def test_unknown_sensor_answers_an_empty_array(api: httpx.Client) -> None:
         ({"to": "-99999999999w"}, "to"),
         ({"from": "-9999999d"}, "from"),
         ({"from": "now", "to": "-1h"}, "from"),
+        ({"from": "-1h", "to": "2024-05-01T00:00:00Z"}, "from"),
+        ({"from": "2124-05-01T00:00:00Z", "to": "+1h"}, "from"),
         ({"from": "0001-01-01T00:00:00+01:00"}, "from"),
         ({"metadata": "room=r1"}, "metadata"),
         ({"metadata": '["r1"]'}, "metadata"),

@@ -2,7 +2,7 @@
 how a reading is written in each format."""
 
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -123,11 +123,15 @@ def _json(row: asyncpg.Record) -> str:
     )
 
 
-def _csv(row: asyncpg.Record) -> Sequence[object]:
+def _csv(row: asyncpg.Record) -> str:
     ts, ts_text, sensor, value, metadata = row[:5]  # a sixth may be the query's now()
-    return ts_text or formats.format_ts(ts), sensor, value, metadata
+    ts_text = ts_text or formats.format_ts(ts)
+    if not metadata:
+        return f"{ts_text},{sensor},{value},\r\n"
+    # RFC 4180, as csv.writer writes it but for metadata, always quoted: JSON nearly always
+    # holds a quote.
+    quoted = metadata.replace('"', '""')
+    return f'{ts_text},{sensor},{value},"{quoted}"\r\n'
 
 
-READINGS = formats.Table(
-    "readings", ("ts", "sensor", "value", "metadata"), _json, _csv, json_text=True
-)
+READINGS = formats.Table("readings", ("ts", "sensor", "value", "metadata"), _json, _csv, texts=True)
