@@ -1,7 +1,6 @@
 """Running a readings query: one page and the cursor to the next, or every row for an export; and
 how a reading is written in each format."""
 
-import uuid
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from itertools import takewhile
 import anyio
 import anyio.lowlevel
 import asyncpg
-import msgspec
 
 from tsapi import cursors, formats
 from tsapi.cursors import Position, key_of
@@ -101,19 +99,12 @@ async def now_for(conn: Connection, query: ReadingsQuery) -> datetime | None:
     return now
 
 
-class ReadingOut(msgspec.Struct):
-    ts: str
-    sensor: uuid.UUID | None
-    metadata: msgspec.Raw | None
-    value: msgspec.Raw | None
-
-
-# A row of query.COLUMNS as ReadingOut is encoded; none of its texts needs escaping.
+# A row of query.COLUMNS in JSON; none of its texts needs escaping.
 _JSON_OBJECT = '{"ts":"%s","sensor":%s,"metadata":%s,"value":%s}'
 _NOT_JSON_NUMBERS = ("", "NaN", "Infinity", "-Infinity")  # an adopted table's; and NULL
 
 
-def _json(row: asyncpg.Record) -> str:
+def reading_json(row: asyncpg.Record) -> str:
     ts, ts_text, sensor, value, metadata = row[:5]  # a sixth may be the query's now()
     return _JSON_OBJECT % (
         ts_text or formats.format_ts(ts),  # to_char() prints no infinite timestamp
@@ -134,4 +125,6 @@ def _csv(row: asyncpg.Record) -> str:
     return f'{ts_text},{sensor},{value},"{quoted}"\r\n'
 
 
-READINGS = formats.Table("readings", ("ts", "sensor", "value", "metadata"), _json, _csv, texts=True)
+READINGS = formats.Table(
+    "readings", ("ts", "sensor", "value", "metadata"), reading_json, _csv, texts=True
+)

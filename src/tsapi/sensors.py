@@ -11,6 +11,7 @@ import asyncpg
 from tsapi.aggregate import SqlBuilder
 from tsapi.buckets import Span
 from tsapi.db import Connection
+from tsapi.query import COLUMNS
 from tsapi.rollups import bucket_start
 
 _EARLIEST = datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC)  # before any storable reading
@@ -124,12 +125,15 @@ async def latest(conn: Connection, query: SensorFilter) -> list[asyncpg.Record]:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         fresh = await _unmaterialized(conn)
         sql = SqlBuilder()
+        # Printed as GET /readings prints, once a sensor's latest is chosen.
         text = (
-            "SELECT DISTINCT ON (sensor) ts, sensor, metadata, value FROM ("  # noqa: S608
+            f"SELECT {COLUMNS} FROM ("  # noqa: S608
+            "SELECT DISTINCT ON (sensor) ts, sensor, metadata, value FROM ("
             "SELECT last_ts AS ts, sensor, metadata, last_value AS value FROM tsapi_sensors "
             f"WHERE {_sensor_filter(sql, query)} "
             "UNION ALL SELECT ts, sensor, metadata, value FROM readings "
             f"WHERE {_raw_window(sql, fresh, 'ts')} AND {_sensor_filter(sql, query)}"
             ") AS candidates ORDER BY sensor, ts DESC, value DESC, metadata::text"
+            ") AS latest ORDER BY sensor"
         )
         return await conn.fetch(text, *sql.args)
