@@ -37,7 +37,7 @@ class Position:
 
 def key_of(row: asyncpg.Record) -> Key:
     """A row of ``query.COLUMNS``'s place in the walk, as PostgreSQL compares it."""
-    ts, _text, sensor, value, metadata = row[:5]  # a sixth may be the query's now()
+    ts, _text, sensor, value, metadata = row
     return ts, sensor, value, metadata
 
 

@@ -31,6 +31,8 @@ async def fetch_page(pool: Pool, query: ReadingsQuery, timeout: float) -> Page:
         now = await now_for(conn, query)
         sql, args = query.sql(now)
         rows = await conn.fetch(sql, *args)
+    if now is None and query.resolved_in_sql:
+        now = _take_now(rows)
     # Rows at the cursor's position come first; skip those a previous page answered.
     skipped = 0
     if query.after is not None:
@@ -41,8 +43,6 @@ async def fetch_page(pool: Pool, query: ReadingsQuery, timeout: float) -> Page:
     page = rows[skipped : skipped + query.limit]
     if len(rows) - skipped <= query.limit:
         return Page(page, None)
-    if now is None and query.resolved_in_sql:  # the query answered its now() last
-        now = page[-1][-1]
     last = key_of(page[-1])
     seen = 0
     if key_of(rows[skipped + query.limit]) == last:  # the next page starts amid identical rows
@@ -88,6 +88,14 @@ async def open_export(pool: Pool, query: ReadingsQuery, timeout: float) -> Expor
         return Export(stack.pop_all(), cursor, first)
 
 
+def _take_now(rows: list[asyncpg.Record]) -> datetime:
+    """The now() a page's query resolved its window against, taken out of its rows: the one
+    row without a sensor key (query.NOW_ROW), first but for a plan that runs it elsewhere."""
+    index = next(i for i, row in enumerate(rows) if row[2] is None)
+    now: datetime = rows.pop(index)[0]
+    return now
+
+
 async def now_for(conn: Connection, query: ReadingsQuery) -> datetime | None:
     """The database's now() for relative from/to, fetched when the query cannot use its own: a
     cursor's, for its walk to keep one window."""
@@ -105,7 +113,7 @@ _NOT_JSON_NUMBERS = ("", "NaN", "Infinity", "-Infinity")  # an adopted table's; 
 
 
 def reading_json(row: asyncpg.Record) -> str:
-    ts, ts_text, sensor, value, metadata = row[:5]  # a sixth may be the query's now()
+    ts, ts_text, sensor, value, metadata = row
     return _JSON_OBJECT % (
         ts_text or formats.format_ts(ts),  # to_char() prints no infinite timestamp
         f'"{sensor}"' if sensor else "null",
@@ -115,7 +123,7 @@ def reading_json(row: asyncpg.Record) -> str:
 
 
 def _csv(row: asyncpg.Record) -> str:
-    ts, ts_text, sensor, value, metadata = row[:5]  # a sixth may be the query's now()
+    ts, ts_text, sensor, value, metadata = row
     ts_text = ts_text or formats.format_ts(ts)
     if not metadata:
         return f"{ts_text},{sensor},{value},\r\n"
