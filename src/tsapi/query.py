@@ -123,8 +123,11 @@ class ReadingsQuery:
             conditions.append(f"({', '.join(KEY_COLUMNS)}) {beyond} ({bound})")
             fetch = None if self.limit is None else self.limit + self.after.seen
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        # One more row than the page: whether it exists says if there is a next page.
-        limit = "" if fetch is None else f"LIMIT {arg(fetch + 1)}"
+        # One more row than the page: whether it exists says if there is a next page. The only
+        # value written into the SQL, an int: as a parameter, it makes PostgreSQL plan the query
+        # afresh for every request (its generic plan would assume a tenth of the table), and
+        # planning grows with the partitions: 26 ms for GET /readings over 400 of them.
+        limit = "" if fetch is None else f"LIMIT {fetch + 1:d}"  # :d takes nothing but an int
         sql = f"SELECT {COLUMNS} FROM readings {where} ORDER BY {_ORDER_BY[self.order]} {limit}"  # noqa: S608
         if in_query and self.limit is not None:
             # Once, rather than as a column of every row, which costs PostgreSQL and asyncpg a
