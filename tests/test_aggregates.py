@@ -247,6 +247,25 @@ def test_an_empty_range_answers_an_empty_array(api: httpx.Client) -> None:
     assert aggregate(api, bucket="1h") == []
 
 
+@pytest.mark.parametrize("sensor", [None, SENSORS[1]])
+def test_a_range_open_on_one_side_ends_where_the_readings_do(
+    api: httpx.Client, sensor: str | None
+) -> None:
+    seed(api)  # 2024-03-30T00:00 to 2024-03-31T23:50
+    chosen = {} if sensor is None else {"sensor": sensor}
+    whole = aggregate(api, bucket="1h", fn=ALL, **chosen)
+    middle = "2024-03-31T00:00:00.000000Z"
+    since = aggregate(api, bucket="1h", fn=ALL, **{"from": middle}, **chosen)
+    assert since == [row for row in whole if row["bucket"] >= middle]
+    until = aggregate(api, bucket="1h", fn=ALL, to=middle, **chosen)
+    assert until == [row for row in whole if row["bucket"] < middle]
+    filled = aggregate(api, bucket="1h", fn="count", group="none", fill="null", **{"from": middle})
+    buckets = [row["bucket"] for row in filled]  # one a hour, up to the last reading's
+    assert (len(buckets), buckets[0], buckets[-1]) == (24, middle, "2024-03-31T23:00:00.000000Z")
+    assert aggregate(api, bucket="1h", **{"from": "2024-04-01T00:00:00Z"}, **chosen) == []
+    assert aggregate(api, bucket="1h", to="2024-03-30T00:00:00Z", **chosen) == []
+
+
 @pytest.mark.parametrize(
     "params, parameter",
     [

@@ -1,6 +1,7 @@
 """GET /readings/aggregate: validating its parameters and answering it inside one snapshot."""
 
 import math
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from tsapi.aggregate import (
     FILLS,
     FUNCTIONS,
     AggregateQuery,
+    SqlBuilder,
     aggregate_sql,
     bucket_series_sql,
     fill_gaps,
@@ -111,6 +113,32 @@ def _parse_zone(raw: str | None) -> ZoneInfo | None:
         ) from None
 
 
+async def _extent(
+    conn: Connection, sensors: Sequence[uuid.UUID], start: datetime | None, end: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """from and to, a missing one being where the readings (of ``sensors``, if given) start or
+    end, or None if none is in range. Only a missing bound is looked for, within the given one:
+    over every partition, looking costs more than the rest of the answer once there are hundreds."""
+    sql = SqlBuilder()
+    conditions = [
+        f"sensor = ANY({sql.arg(list(sensors))}::uuid[])" if sensors else "sensor IS NOT NULL"
+    ]
+    if start is not None:
+        conditions.append(f"ts >= {sql.arg(start)}")
+    if end is not None:
+        conditions.append(f"ts < {sql.arg(end)}")
+    row = await conn.fetchrow(
+        f"SELECT {'min(ts)' if start is None else 'NULL'}, {'max(ts)' if end is None else 'NULL'}"  # noqa: S608
+        f" FROM readings WHERE {' AND '.join(conditions)}",
+        *sql.args,
+    )
+    assert row is not None
+    first, last = row
+    if end is None and last is not None:
+        end = last + _ONE_MICROSECOND
+    return (first if start is None else start), end
+
+
 async def run_aggregate(
     conn: Connection, query: AggregateQuery, widths: Sequence[timedelta], max_points: int
 ) -> list[dict[str, Any]]:
@@ -138,18 +166,8 @@ async def _run_aggregate(
         start = None if query.start is None else resolve("from", query.start, now)
         end = None if query.end is None else resolve("to", query.end, now)
         if start is None or end is None:
-            bounds = await conn.fetchrow(
-                "SELECT min(ts), max(ts) FROM readings WHERE sensor IS NOT NULL"
-                " AND (cardinality($1::uuid[]) = 0 OR sensor = ANY($1::uuid[]))",
-                list(query.sensors),
-            )
-            assert bounds is not None
-            first, last = bounds
-            if first is None:
-                return []
-            start = start or first
-            end = end or last + _ONE_MICROSECOND
-            if start >= end:
+            start, end = await _extent(conn, query.sensors, start, end)
+            if start is None or end is None or start >= end:
                 return []
         check_range(start, end, query.bucket, max_points)
         usable = (
