@@ -37,6 +37,7 @@ STEP_SECONDS = 10
 SAMPLES = 200  # single-client requests per shape for p50/p99...
 SAMPLING_SECONDS = 30.0  # ...or fewer, at least MIN_SAMPLES, for what takes seconds a time
 MIN_SAMPLES = 5
+HISTORY_SENSORS = 10  # of SENSORS, reading hourly in the --history-days before the readings
 SLOW_GRACE = 600.0  # seconds the 8-client direct load may overrun its duration
 SENSOR = "00000000-0000-0000-0000-000000000007"
 # The read cache on: nothing is written while the shapes are asked, so after the first request
@@ -89,6 +90,13 @@ SHAPES = [
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--rows", type=int, default=10_000_000, help="readings (10000000)")
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=0,
+        help="days of daily partitions before the readings, each holding an hourly reading of"
+        f" {HISTORY_SENSORS} sensors: what retention keeps after months (0)",
+    )
     args = parse(parser)
     with (
         tempfile.TemporaryDirectory(prefix="tsapi-bench-") as tmp,
@@ -98,7 +106,7 @@ def main() -> None:
     ):
         machine = run_async(describe(database_url, embedded=args.database_url is None))
         began = time.monotonic()
-        run_async(load_readings(database_url, args.rows))
+        run_async(load_readings(database_url, args.rows, args.history_days))
         print(
             f"loaded {args.rows:,} readings and their rollups in {time.monotonic() - began:.0f} s"
         )
@@ -127,6 +135,8 @@ def main() -> None:
                 )
     print(f"tsapi query shapes: {machine}")
     print(f"{args.rows:,} readings: {SENSORS} sensors every {STEP_SECONDS} s up to now")
+    if args.history_days:
+        print(f"before them, {args.history_days} days of partitions of sparse history")
     print("tsapi: default settings; tsapi, read cache: cache_ttl = 60, answers served from it")
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
@@ -196,16 +206,25 @@ def _p99(times: list[float]) -> float:
     return sorted(times)[int(len(times) * 0.99) - 1]
 
 
-async def load_readings(database_url: str, count: int) -> None:
-    """Readings generated in the database itself, ending now; then the rollups tsapi keeps for
-    them (its refresher materializes the history) and fresh statistics."""
+async def load_readings(database_url: str, count: int, history_days: int = 0) -> None:
+    """Readings generated in the database itself, ending now, after ``history_days`` of sparse
+    ones; then the rollups tsapi keeps for them (its refresher materializes the history) and fresh
+    statistics."""
     steps = count // SENSORS
     conn: Connection = await asyncpg.connect(database_url)
     try:
+        start = f"now() - interval '{steps * STEP_SECONDS} seconds'"
         await conn.execute(
             "SELECT tsapi_ensure_partitions(ARRAY(SELECT generate_series("
-            f"now() - interval '{steps * STEP_SECONDS} seconds' - interval '1 day', now(),"
+            f"{start} - interval '{history_days + 1} days', now(),"
             " interval '1 day')), interval '1 day')"
+        )
+        await conn.execute(
+            "INSERT INTO readings (ts, sensor, value)"  # noqa: S608
+            f" SELECT {start} - n * interval '1 hour',"
+            " ('00000000-0000-0000-0000-' || lpad(s::text, 12, '0'))::uuid, n % 100"
+            f" FROM generate_series(1, {history_days * 24}) AS n,"
+            f" generate_series(1, {HISTORY_SENSORS}) AS s"
         )
         for first in range(0, steps, 500):
             await conn.execute(
