@@ -30,12 +30,15 @@ KEY_COLUMNS = (
 # What pages and exports select: ts for cursors, then the texts answers are written from, which
 # PostgreSQL prints for less than Python formats them; the last three are the sort keys, so
 # PostgreSQL computes each once (see cursors.key_of).
-COLUMNS = ", ".join(
-    ["ts", "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", *KEY_COLUMNS[1:]]
-)
+_SELECTED = [
+    "ts",
+    "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    *KEY_COLUMNS[1:],
+]
+COLUMNS = ", ".join(_SELECTED)
 # The row a page's query answers its now() in, for the next cursor to keep the window it resolved
 # (see ReadingsQuery.sql): it has no sensor key, which every reading's row has.
-NOW_ROW = "SELECT now(), " + ", ".join(["NULL"] * len(KEY_COLUMNS))
+NOW_ROW = "SELECT now(), " + ", ".join(["NULL"] * (len(_SELECTED) - 1))
 # Offsets up to this far from now() are resolved in the query itself, against its own now(): they
 # stay within the range of both PostgreSQL's and Python's timestamps whatever the clock says.
 SQL_OFFSET_LIMIT = timedelta(days=365_000)
