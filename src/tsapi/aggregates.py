@@ -121,7 +121,7 @@ async def _extent(
     over every partition, looking costs more than the rest of the answer once there are hundreds."""
     sql = SqlBuilder()
     conditions = [
-        f"sensor = ANY({sql.arg(list(sensors))}::uuid[])" if sensors else "sensor IS NOT NULL"
+        f"sensor = ANY({sql.arg(list(sensors), '::uuid[]')})" if sensors else "sensor IS NOT NULL"
     ]
     if start is not None:
         conditions.append(f"ts >= {sql.arg(start)}")
