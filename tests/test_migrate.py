@@ -58,6 +58,40 @@ def test_the_tutorials_plain_table_is_adopted_with_its_rows(
     assert_adopted_and_served(url, tmp_path / "tsapi.log", "plain")
 
 
+def test_an_adopted_tables_infinite_instants_are_answered_and_walked(
+    backend: str, make_database: Any, tmp_path: Path
+) -> None:
+    # Only a table without partitions can hold them; Python has no such instants, so they are
+    # answered as the extreme ones, which a write stores as infinity again.
+    url = make_database(backend)
+    sql(url, TUTORIAL_TABLE)
+    sql(
+        url,
+        "INSERT INTO readings (ts, sensor, value) VALUES ('infinity', $1, 1),"
+        " ('-infinity', $1, 2), ('2024-05-01 12:00:00+00', $1, 3)",
+        "6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5",
+    )
+    tsapi = start_tsapi(url, tmp_path / "tsapi.log")
+    try:
+        with httpx.Client(base_url=tsapi.base_url) as api:
+            whole = api.get("/readings", params={"order": "asc"}).json()
+            assert [(r["ts"], r["value"]) for r in whole] == [
+                ("0001-01-01T00:00:00.000000Z", 2),
+                ("2024-05-01T12:00:00.000000Z", 3),
+                ("9999-12-31T23:59:59.999999Z", 1),
+            ]
+            for order in ("asc", "desc"):
+                walked, link = [], f"/readings?limit=1&order={order}"
+                while link:
+                    response = api.get(link)
+                    assert response.status_code == 200, response.text
+                    walked += response.json()
+                    link = response.links.get("next", {}).get("url", "")
+                assert walked == (whole if order == "asc" else whole[::-1])
+    finally:
+        tsapi.stop()
+
+
 # Only where a TimescaleDB server is given (TSAPI_TEST_TIMESCALE_URL): defined there, not skipped
 # elsewhere.
 if "timescale" in BACKENDS:

@@ -37,8 +37,8 @@ class Position:
 
 def key_of(row: asyncpg.Record) -> Key:
     """A row of ``query.COLUMNS``'s place in the walk, as PostgreSQL compares it."""
-    ts, _text, sensor, value, metadata = row
-    return ts, sensor, value, metadata
+    ts, sensor, value, metadata = row
+    return datetime.fromisoformat(ts), sensor, value, metadata
 
 
 def encode(position: Position, query: bytes) -> str:

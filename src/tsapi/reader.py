@@ -91,9 +91,8 @@ async def open_export(pool: Pool, query: ReadingsQuery, timeout: float) -> Expor
 def _take_now(rows: list[asyncpg.Record]) -> datetime:
     """The now() a page's query resolved its window against, taken out of its rows: the one
     row without a sensor key (query.NOW_ROW), first but for a plan that runs it elsewhere."""
-    index = next(i for i, row in enumerate(rows) if row[2] is None)
-    now: datetime = rows.pop(index)[0]
-    return now
+    index = next(i for i, row in enumerate(rows) if row[1] is None)
+    return datetime.fromisoformat(rows.pop(index)[0])
 
 
 async def now_for(conn: Connection, query: ReadingsQuery) -> datetime | None:
@@ -113,9 +112,9 @@ _NOT_JSON_NUMBERS = ("", "NaN", "Infinity", "-Infinity")  # an adopted table's; 
 
 
 def reading_json(row: asyncpg.Record) -> str:
-    ts, ts_text, sensor, value, metadata = row
+    ts, sensor, value, metadata = row
     return _JSON_OBJECT % (
-        ts_text or formats.format_ts(ts),  # to_char() prints no infinite timestamp
+        ts,
         f'"{sensor}"' if sensor else "null",
         metadata or "null",
         "null" if value in _NOT_JSON_NUMBERS else value,
@@ -123,14 +122,13 @@ def reading_json(row: asyncpg.Record) -> str:
 
 
 def _csv(row: asyncpg.Record) -> str:
-    ts, ts_text, sensor, value, metadata = row
-    ts_text = ts_text or formats.format_ts(ts)
+    ts, sensor, value, metadata = row
     if not metadata:
-        return f"{ts_text},{sensor},{value},\r\n"
+        return f"{ts},{sensor},{value},\r\n"
     # RFC 4180, as csv.writer writes it but for metadata, always quoted: JSON nearly always
     # holds a quote.
     quoted = metadata.replace('"', '""')
-    return f'{ts_text},{sensor},{value},"{quoted}"\r\n'
+    return f'{ts},{sensor},{value},"{quoted}"\r\n'
 
 
 READINGS = formats.Table(
