@@ -61,8 +61,8 @@ def test_the_tutorials_plain_table_is_adopted_with_its_rows(
 def test_an_adopted_tables_infinite_instants_are_answered_and_walked(
     backend: str, make_database: Any, tmp_path: Path
 ) -> None:
-    # Only a table without partitions can hold them; Python has no such instants, so they are
-    # answered as the extreme ones, which a write stores as infinity again.
+    # Only a table without partitions can hold them (tsapi refuses to write them). Python has
+    # no such instants: they are answered as the extreme ones, which asyncpg takes for them.
     url = make_database(backend)
     sql(url, TUTORIAL_TABLE)
     sql(

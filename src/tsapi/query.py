@@ -30,8 +30,8 @@ KEY_COLUMNS = (
 
 
 def _rfc3339(instant: str) -> str:
-    """An instant as formats.format_ts prints it. to_char() prints no infinity: those print as
-    the instants asyncpg decodes them to (and a write of either stores as infinity)."""
+    """An instant as formats.format_ts prints it. to_char() prints no infinity, which only an
+    adopted table may hold: those print as the instants asyncpg decodes them to."""
     return (
         f"coalesce(to_char({instant} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
         f" CASE WHEN {instant} > 'epoch' THEN '9999-12-31T23:59:59.999999Z'"
