@@ -3,6 +3,7 @@ readings so that answers equal those computed from the raw rows alone."""
 
 import itertools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -77,6 +78,13 @@ class SqlBuilder:
         self.args.append(value)
         return f"${len(self.args)}{cast}"
 
+    def sensor_in(self, sensors: Sequence[uuid.UUID], column: str = "sensor") -> str:
+        """``column`` is one of ``sensors``. One is an equality: with = ANY, the planner cannot
+        walk a (sensor, ts) index in order, and finds one sensor's newest reading among all."""
+        if len(sensors) == 1:
+            return f"{column} = {self.arg(sensors[0], '::uuid')}"
+        return f"{column} = ANY({self.arg(list(sensors), '::uuid[]')})"
+
 
 def bucket_expression(sql: SqlBuilder, query: AggregateQuery, column: str) -> str:
     """The start of the query bucket holding ``column``, aligned on 0001-01-01 (a Monday),
@@ -122,7 +130,7 @@ def _segment_sql(
         f"bucket < {sql.arg(segment.hi)}",
     ]
     if query.sensors:
-        filters.append(f"sensor = ANY({sql.arg(list(query.sensors), '::uuid[]')})")
+        filters.append(sql.sensor_in(query.sensors))
     # Across every sensor, the fleet-wide rollup has one row per bucket instead of one per sensor.
     fleet = not query.by_sensor and not query.sensors
     table, sensor = ("tsapi_rollup_all", "NULL::uuid") if fleet else ("tsapi_rollup", "sensor")
@@ -136,7 +144,7 @@ def _segment_sql(
 def _filters(sql: SqlBuilder, query: AggregateQuery) -> list[str]:
     filters = []
     if query.sensors:
-        filters.append(f"sensor = ANY({sql.arg(list(query.sensors), '::uuid[]')})")
+        filters.append(sql.sensor_in(query.sensors))
     if query.metadata is not None:
         filters.append(f"metadata @> {sql.arg(query.metadata, '::jsonb')}")
     return filters

@@ -120,9 +120,7 @@ async def _extent(
     end, or None if none is in range. Only a missing bound is looked for, within the given one:
     over every partition, looking costs more than the rest of the answer once there are hundreds."""
     sql = SqlBuilder()
-    conditions = [
-        f"sensor = ANY({sql.arg(list(sensors), '::uuid[]')})" if sensors else "sensor IS NOT NULL"
-    ]
+    conditions = [sql.sensor_in(sensors) if sensors else "sensor IS NOT NULL"]
     if start is not None:
         conditions.append(f"ts >= {sql.arg(start)}")
     if end is not None:
@@ -137,6 +135,29 @@ async def _extent(
     if end is None and last is not None:
         end = last + _ONE_MICROSECOND
     return (first if start is None else start), end
+
+
+async def _snapshot_state(
+    conn: Connection, relative: bool, rollups: bool
+) -> tuple[datetime | None, dict[timedelta, datetime], list[tuple[datetime, datetime]]]:
+    """The snapshot's now() if ``relative`` bounds need it, and, if ``rollups`` may answer, how
+    far each width is materialized and the time ranges written late since: in one round trip,
+    rather than one for each."""
+    if not rollups:
+        return (await conn.fetchval("SELECT now()") if relative else None), {}, []
+    row = await conn.fetchrow(
+        "SELECT now(), ARRAY(SELECT width_s FROM tsapi_rollup_state ORDER BY width_s),"
+        " ARRAY(SELECT materialized FROM tsapi_rollup_state ORDER BY width_s),"
+        " ARRAY(SELECT lo FROM tsapi_rollup_log ORDER BY lo, hi),"
+        " ARRAY(SELECT hi FROM tsapi_rollup_log ORDER BY lo, hi)"
+    )
+    assert row is not None
+    now, width_s, materialized, lows, highs = row
+    return (
+        now,
+        {timedelta(seconds=s): at for s, at in zip(width_s, materialized, strict=True)},
+        list(zip(lows, highs, strict=True)),
+    )
 
 
 async def run_aggregate(
@@ -162,7 +183,8 @@ async def _run_aggregate(
 ) -> list[dict[str, Any]]:
     # One snapshot: the rollup state, the late-write log and every row read agree.
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        now = await conn.fetchval("SELECT now()") if query.relative else None
+        rollups = bool(widths) and query.metadata is None
+        now, materialized, pending = await _snapshot_state(conn, query.relative, rollups)
         start = None if query.start is None else resolve("from", query.start, now)
         end = None if query.end is None else resolve("to", query.end, now)
         if start is None or end is None:
@@ -170,17 +192,7 @@ async def _run_aggregate(
             if start is None or end is None or start >= end:
                 return []
         check_range(start, end, query.bucket, max_points)
-        usable = (
-            [] if query.metadata else usable_widths(widths, query.bucket, query.tz, (start, end))
-        )
-        materialized: dict[timedelta, datetime] = {}
-        pending: list[tuple[datetime, datetime]] = []
-        if usable:
-            for row in await conn.fetch("SELECT width_s, materialized FROM tsapi_rollup_state"):
-                materialized[timedelta(seconds=row["width_s"])] = row["materialized"]
-            pending = [
-                tuple(row) for row in await conn.fetch("SELECT lo, hi FROM tsapi_rollup_log")
-            ]
+        usable = usable_widths(widths, query.bucket, query.tz, (start, end)) if rollups else []
         segments = plan((start, end), usable, materialized, pending)
         sql, args = aggregate_sql(query, segments)
         rows = [dict(row) for row in await conn.fetch(sql, *args)]

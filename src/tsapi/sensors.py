@@ -69,7 +69,7 @@ def _raw_window(sql: SqlBuilder, fresh: _Unmaterialized, column: str) -> str:
 def _sensor_filter(sql: SqlBuilder, query: SensorFilter, column: str = "sensor") -> str:
     filters = [f"{column} IS NOT NULL"]
     if query.sensors:
-        filters.append(f"{column} = ANY({sql.arg(list(query.sensors), '::uuid[]')})")
+        filters.append(sql.sensor_in(query.sensors, column))
     if query.after is not None:
         filters.append(f"{column} > {sql.arg(query.after, '::uuid')}")
     return " AND ".join(filters)
