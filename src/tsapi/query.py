@@ -10,6 +10,7 @@ from typing import Literal
 import msgspec
 
 from tsapi import cursors, instants
+from tsapi.aggregate import SqlBuilder
 from tsapi.containment import parse_containment
 from tsapi.errors import ApiError
 from tsapi.instants import Instant
@@ -102,16 +103,10 @@ class ReadingsQuery:
 
     def sql(self, now: datetime | None = None) -> tuple[str, list[object]]:
         conditions: list[str] = []
-        args: list[object] = []
-
-        def arg(value: object) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        if len(self.sensors) == 1:  # as an equality, the planner can use (sensor, ts DESC)'s order
-            conditions.append(f"sensor = {arg(self.sensors[0])}")
-        elif self.sensors:
-            conditions.append(f"sensor = ANY({arg(list(self.sensors))}::uuid[])")
+        builder = SqlBuilder()
+        arg = builder.arg
+        if self.sensors:
+            conditions.append(builder.sensor_in(self.sensors))
         # Offsets from the query's own now(), or instants (then the window was checked).
         in_query = now is None and self.resolved_in_sql
         bounds = (self.start, self.end) if in_query else self.window(now)
@@ -146,7 +141,7 @@ class ReadingsQuery:
             # tenth of the query: NOW_ROW comes first as PostgreSQL runs a UNION ALL, and the
             # readings after it in their order whatever the plan (a LIMIT runs in one process).
             sql = f"{NOW_ROW} UNION ALL ({sql})"
-        return sql, args
+        return sql, builder.args
 
 
 def parse_readings_query(
