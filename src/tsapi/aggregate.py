@@ -3,7 +3,6 @@ readings so that answers equal those computed from the raw rows alone."""
 
 import itertools
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -12,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from tsapi.buckets import Segment
 from tsapi.instants import Instant
+from tsapi.sqlbuilder import SqlBuilder
 
 _MICROSECOND = timedelta(microseconds=1)
 FUNCTIONS = ("avg", "min", "max", "sum", "count", "first", "last")
@@ -66,24 +66,6 @@ class AggregateQuery:
 
     def partials(self) -> list[str]:
         return list(dict.fromkeys(p for fn in self.functions for p in _PARTIALS[fn]))
-
-
-class SqlBuilder:
-    """Collects arguments as it writes placeholders."""
-
-    def __init__(self) -> None:
-        self.args: list[object] = []
-
-    def arg(self, value: object, cast: str = "") -> str:
-        self.args.append(value)
-        return f"${len(self.args)}{cast}"
-
-    def sensor_in(self, sensors: Sequence[uuid.UUID], column: str = "sensor") -> str:
-        """``column`` is one of ``sensors``. One is an equality: with = ANY, the planner cannot
-        walk a (sensor, ts) index in order, and finds one sensor's newest reading among all."""
-        if len(sensors) == 1:
-            return f"{column} = {self.arg(sensors[0], '::uuid')}"
-        return f"{column} = ANY({self.arg(list(sensors), '::uuid[]')})"
 
 
 def bucket_expression(sql: SqlBuilder, query: AggregateQuery, column: str) -> str:

@@ -13,7 +13,6 @@ from tsapi.aggregate import (
     FILLS,
     FUNCTIONS,
     AggregateQuery,
-    SqlBuilder,
     aggregate_sql,
     bucket_series_sql,
     fill_gaps,
@@ -26,6 +25,7 @@ from tsapi.errors import ApiError
 from tsapi.ingest import TS_RANGE_REASON
 from tsapi.instants import parse_instant, resolve
 from tsapi.query import parse_sensors
+from tsapi.sqlbuilder import SqlBuilder
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)

@@ -10,10 +10,10 @@ from typing import Literal
 import msgspec
 
 from tsapi import cursors, instants
-from tsapi.aggregate import SqlBuilder
 from tsapi.containment import parse_containment
 from tsapi.errors import ApiError
 from tsapi.instants import Instant
+from tsapi.sqlbuilder import SqlBuilder
 
 Order = Literal["asc", "desc"]
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tsapi.aggregate import SqlBuilder
 from tsapi.buckets import Span
 from tsapi.db import Connection
 from tsapi.query import COLUMNS
 from tsapi.rollups import bucket_start
+from tsapi.sqlbuilder import SqlBuilder
 
 _EARLIEST = datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC)  # before any storable reading
 
