@@ -2,16 +2,25 @@
 from rollups, from readings not rolled up yet, or from rows written late; gap filling; time
 zones; and every bad parameter refused up front."""
 
+import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import httpx
 import pytest
+from starlette.datastructures import QueryParams
 
 from tests.conftest import sql
+from tsapi import db
+from tsapi.aggregates import parse_aggregate_query, run_aggregate
+from tsapi.db import Connection
+from tsapi.formats import format_ts
+from tsapi.settings import Settings
 
 SENSORS = [
     "6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5",
@@ -264,6 +273,86 @@ def test_a_range_open_on_one_side_ends_where_the_readings_do(
     assert (len(buckets), buckets[0], buckets[-1]) == (24, middle, "2024-03-31T23:00:00.000000Z")
     assert aggregate(api, bucket="1h", **{"from": "2024-04-01T00:00:00Z"}, **chosen) == []
     assert aggregate(api, bucket="1h", to="2024-03-30T00:00:00Z", **chosen) == []
+
+
+def test_relative_bounds_near_and_far_resolve_against_the_databases_now(
+    api: httpx.Client,
+) -> None:
+    total = seed(api)  # on 2024-03-30 and 31, years before the tests run
+
+    def counted(**window: str) -> int:
+        rows = aggregate(api, bucket="10000w", fn="count", group="none", **window)
+        return sum(row["count"] for row in rows)
+
+    # Resolved within the aggregate's own statement, and, beyond a thousand years, apart.
+    for since in ("-5000d", "-100000w"):
+        assert counted(**{"from": since}) == total
+        assert counted(**{"from": since}, to="now") == total
+    assert counted(**{"from": "-1d"}) == 0
+    assert counted(to="-5000d") == 0
+    far = api.get("/readings/aggregate", params={"bucket": "1h", "from": "-1000000w"})
+    assert far.status_code == 400, far.text
+    assert far.json()["parameter"] == "from"
+
+
+class WritesAfterPlanning:
+    """A real connection on which, right after the statement an aggregate's plan is read in,
+    another client's write lands: before the rows are read."""
+
+    def __init__(self, conn: asyncpg.Connection, write: Callable[[], None]) -> None:
+        self.conn = conn
+        self.write = write
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        row = await self.conn.fetchrow(query, *args)
+        self.write()
+        self.write = lambda: None  # once
+        return row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+@pytest.mark.parametrize(
+    "written, window",
+    [
+        # Late, into hours the rollups have materialized: half seen, the rollup would miss it.
+        ("2024-03-30T05:30:00Z", {"from": "2024-03-30T00:00:00Z", "to": "2024-04-01T00:00:00Z"}),
+        # After the newest reading, with the range open: it is where the range now ends.
+        ("2024-03-31T23:55:00Z", {"from": "2024-03-30T00:00:00Z"}),
+    ],
+)
+def test_a_write_between_an_aggregates_plan_and_its_rows_is_seen_whole(
+    api: httpx.Client, db_url: str, written: str, window: dict[str, str]
+) -> None:
+    """The plan (the rollups' state, where readings end) and the rows are read in two statements;
+    an answer still holds the readings of one moment: here, all those written."""
+    seed(api)
+    wait_for_rollups(db_url)
+    late = [{"sensor": SENSORS[1], "value": "1000", "ts": written}]
+
+    def write() -> None:
+        assert api.post("/readings", json=late).json() == 1
+
+    async def ask() -> list[dict[str, Any]]:
+        settings = Settings(database_url=db_url)
+        conn = await db.connect(settings)
+        try:
+            query = parse_aggregate_query(
+                QueryParams({"bucket": "1h", "fn": ALL, "sensor": SENSORS[1], **window}), 1000
+            )
+            racing = cast(Connection, WritesAfterPlanning(conn, write))
+            return await run_aggregate(racing, query, settings.rollup_widths, 1000)
+        finally:
+            await conn.close()
+
+    answer = [
+        {**row, "sensor": str(row["sensor"]), "bucket": format_ts(row["bucket"])}
+        for row in asyncio.run(ask())
+    ]
+    truth = [row for row in expected(db_url, "1 hour") if row["sensor"] == SENSORS[1]]
+    assert answer == truth
+    assert any(row["max"] == 1000 for row in answer)
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """GET /readings/aggregate: validating its parameters and answering it inside one snapshot."""
 
+import functools
 import math
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,14 +18,14 @@ from tsapi.aggregate import (
     bucket_series_sql,
     fill_gaps,
 )
-from tsapi.buckets import plan, usable_widths
+from tsapi.buckets import Segment, plan, usable_widths
 from tsapi.containment import parse_containment
 from tsapi.db import Connection
 from tsapi.durations import format_duration, parse_duration
 from tsapi.errors import ApiError
 from tsapi.ingest import TS_RANGE_REASON
-from tsapi.instants import parse_instant, resolve
-from tsapi.query import parse_sensors
+from tsapi.instants import Instant, parse_instant, resolve
+from tsapi.query import SQL_OFFSET_LIMIT, from_now, parse_sensors
 from tsapi.sqlbuilder import SqlBuilder
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -113,51 +114,122 @@ def _parse_zone(raw: str | None) -> ZoneInfo | None:
         ) from None
 
 
-async def _extent(
-    conn: Connection, sensors: Sequence[uuid.UUID], start: datetime | None, end: datetime | None
-) -> tuple[datetime | None, datetime | None]:
-    """from and to, a missing one being where the readings (of ``sensors``, if given) start or
-    end, or None if none is in range. Only a missing bound is looked for, within the given one:
-    over every partition, looking costs more than the rest of the answer once there are hundreds."""
+# What an aggregate's plan rests on besides now(), by name, with its type. When rollups may answer:
+# how far each width is materialized, and the time ranges written late since.
+_ROLLUP_STATE = {
+    "width_s": ("ARRAY(SELECT width_s FROM tsapi_rollup_state ORDER BY width_s)", "integer[]"),
+    "materialized": (
+        "ARRAY(SELECT materialized FROM tsapi_rollup_state ORDER BY width_s)",
+        "timestamptz[]",
+    ),
+    "lows": ("ARRAY(SELECT lo FROM tsapi_rollup_log ORDER BY lo, hi)", "timestamptz[]"),
+    "highs": ("ARRAY(SELECT hi FROM tsapi_rollup_log ORDER BY lo, hi)", "timestamptz[]"),
+}
+
+
+def _premises(
+    sql: SqlBuilder, query: AggregateQuery, rollups: bool, bound: Callable[[str, Instant], str]
+) -> dict[str, tuple[str, str]]:
+    """The SQL of what the plan rests on: the rollups' state if they may answer, and where the
+    readings (of the sensors asked for) start or end when a bound is missing; ``bound`` writes
+    the SQL of one given."""
+    premises = dict(_ROLLUP_STATE) if rollups else {}
+    if query.start is None or query.end is None:
+        conditions = [sql.sensor_in(query.sensors) if query.sensors else "sensor IS NOT NULL"]
+        if query.start is not None:
+            conditions.append(f"ts >= {bound('from', query.start)}")
+        if query.end is not None:
+            conditions.append(f"ts < {bound('to', query.end)}")
+        where = " AND ".join(conditions)
+        # Only a missing bound is looked for, within the given one: over every partition,
+        # looking costs more than the rest of the answer once there are hundreds.
+        if query.start is None:
+            premises["first"] = (f"(SELECT min(ts) FROM readings WHERE {where})", "timestamptz")  # noqa: S608
+        if query.end is None:
+            premises["last"] = (f"(SELECT max(ts) FROM readings WHERE {where})", "timestamptz")  # noqa: S608
+    return premises
+
+
+@dataclass(frozen=True)
+class _Plan:
+    start: datetime
+    end: datetime
+    segments: list[Segment]
+    premises: dict[str, Any]  # what the plan rests on, by name, as it was read
+
+
+async def _read_plan(
+    conn: Connection,
+    query: AggregateQuery,
+    rollups: bool,
+    widths: Sequence[timedelta],
+    max_points: int,
+) -> _Plan | None:
+    """How to answer the query, from what one statement read; None when no reading is in range."""
+    now = None
+    bounds = (query.start, query.end)
+    if any(isinstance(bound, timedelta) and abs(bound) > SQL_OFFSET_LIMIT for bound in bounds):
+        now = await conn.fetchval("SELECT now()")  # too far from it for PostgreSQL's arithmetic
     sql = SqlBuilder()
-    conditions = [sql.sensor_in(sensors) if sensors else "sensor IS NOT NULL"]
-    if start is not None:
-        conditions.append(f"ts >= {sql.arg(start)}")
-    if end is not None:
-        conditions.append(f"ts < {sql.arg(end)}")
-    row = await conn.fetchrow(
-        f"SELECT {'min(ts)' if start is None else 'NULL'}, {'max(ts)' if end is None else 'NULL'}"  # noqa: S608
-        f" FROM readings WHERE {' AND '.join(conditions)}",
-        *sql.args,
-    )
-    assert row is not None
-    first, last = row
-    if end is None and last is not None:
-        end = last + _ONE_MICROSECOND
-    return (first if start is None else start), end
+    premises = _premises(sql, query, rollups, functools.partial(_bound_sql, sql, now=now))
+    read: dict[str, Any] = {}
+    if premises or (query.relative and now is None):
+        columns = ["now()", *(f"{expr} AS {name}" for name, (expr, _) in premises.items())]
+        row = await conn.fetchrow(f"SELECT {', '.join(columns)}", *sql.args)
+        assert row is not None
+        now = now or row[0]
+        read = {name: row[name] for name in premises}
+    start = read.get("first") if query.start is None else resolve("from", query.start, now)
+    end: datetime | None
+    if query.end is not None:
+        end = resolve("to", query.end, now)
+    else:
+        end = None if read["last"] is None else read["last"] + _ONE_MICROSECOND
+    if start is None or end is None:
+        return None
+    check_range(start, end, query.bucket, max_points)
+    usable = usable_widths(widths, query.bucket, query.tz, (start, end)) if rollups else []
+    materialized = {
+        timedelta(seconds=s): at
+        for s, at in zip(read.get("width_s", []), read.get("materialized", []), strict=True)
+    }
+    pending = list(zip(read.get("lows", []), read.get("highs", []), strict=True))
+    return _Plan(start, end, plan((start, end), usable, materialized, pending), read)
 
 
-async def _snapshot_state(
-    conn: Connection, relative: bool, rollups: bool
-) -> tuple[datetime | None, dict[timedelta, datetime], list[tuple[datetime, datetime]]]:
-    """The snapshot's now() if ``relative`` bounds need it, and, if ``rollups`` may answer, how
-    far each width is materialized and the time ranges written late since: in one round trip,
-    rather than one for each."""
-    if not rollups:
-        return (await conn.fetchval("SELECT now()") if relative else None), {}, []
-    row = await conn.fetchrow(
-        "SELECT now(), ARRAY(SELECT width_s FROM tsapi_rollup_state ORDER BY width_s),"
-        " ARRAY(SELECT materialized FROM tsapi_rollup_state ORDER BY width_s),"
-        " ARRAY(SELECT lo FROM tsapi_rollup_log ORDER BY lo, hi),"
-        " ARRAY(SELECT hi FROM tsapi_rollup_log ORDER BY lo, hi)"
-    )
-    assert row is not None
-    now, width_s, materialized, lows, highs = row
-    return (
-        now,
-        {timedelta(seconds=s): at for s, at in zip(width_s, materialized, strict=True)},
-        list(zip(lows, highs, strict=True)),
-    )
+def _bound_sql(sql: SqlBuilder, name: str, bound: Instant, now: datetime | None) -> str:
+    """A given bound in SQL: a relative one against the statement's now(), unless it is known."""
+    if isinstance(bound, timedelta) and now is None:
+        return from_now(bound)
+    return sql.arg(resolve(name, bound, now), "::timestamptz")
+
+
+async def _read_rows(
+    conn: Connection, query: AggregateQuery, planned: _Plan, rollups: bool, checked: bool
+) -> list[dict[str, Any]] | None:
+    """The plan's rows; when ``checked``, None if what it rests on is no longer so in the snapshot
+    the rows were read in (nor known to be, for an empty answer)."""
+    sql = SqlBuilder()
+    check = None
+    if checked and planned.premises:
+        resolved = {"from": planned.start, "to": planned.end}
+
+        def bound(name: str, _given: Instant) -> str:
+            return sql.arg(resolved[name], "::timestamptz")
+
+        check = " AND ".join(
+            f"{expr} IS NOT DISTINCT FROM {sql.arg(planned.premises[name], f'::{kind}')}"
+            for name, (expr, kind) in _premises(sql, query, rollups, bound).items()
+        )
+    records = await conn.fetch(aggregate_sql(sql, query, planned.segments, check), *sql.args)
+    if check is None:
+        return [dict(record) for record in records]
+    if not records or not records[0]["checked"]:
+        return None
+    rows = [dict(record) for record in records]
+    for row in rows:
+        del row["checked"]
+    return rows
 
 
 async def run_aggregate(
@@ -181,23 +253,25 @@ async def run_aggregate(
 async def _run_aggregate(
     conn: Connection, query: AggregateQuery, widths: Sequence[timedelta], max_points: int
 ) -> list[dict[str, Any]]:
-    # One snapshot: the rollup state, the late-write log and every row read agree.
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        rollups = bool(widths) and query.metadata is None
-        now, materialized, pending = await _snapshot_state(conn, query.relative, rollups)
-        start = None if query.start is None else resolve("from", query.start, now)
-        end = None if query.end is None else resolve("to", query.end, now)
-        if start is None or end is None:
-            start, end = await _extent(conn, query.sensors, start, end)
-            if start is None or end is None or start >= end:
-                return []
-        check_range(start, end, query.bucket, max_points)
-        usable = usable_widths(widths, query.bucket, query.tz, (start, end)) if rollups else []
-        segments = plan((start, end), usable, materialized, pending)
-        sql, args = aggregate_sql(query, segments)
-        rows = [dict(row) for row in await conn.fetch(sql, *args)]
-        if query.fill == "none":
-            return rows
-        series_sql, args = bucket_series_sql(query, start, end)
-        buckets = [row[0] for row in await conn.fetch(series_sql, *args)]
-        return fill_gaps(rows, buckets, query)
+    # The rollup state, the late-write log and every row read must agree: the plan is read in one
+    # statement and the rows in another, which checks that what the plan rests on still holds.
+    # Only when it no longer does (or an empty answer cannot tell) are both read again inside one
+    # snapshot: a transaction, four more round trips.
+    rollups = bool(widths) and query.metadata is None
+    planned = await _read_plan(conn, query, rollups, widths, max_points)
+    rows = (
+        None if planned is None else await _read_rows(conn, query, planned, rollups, checked=True)
+    )
+    if planned is not None and rows is None:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            planned = await _read_plan(conn, query, rollups, widths, max_points)
+            if planned is not None:
+                rows = await _read_rows(conn, query, planned, rollups, checked=False)
+    if planned is None or rows is None:
+        return []
+    if query.fill == "none":
+        return rows
+    # Which buckets exist depends on nothing a snapshot holds.
+    series_sql, args = bucket_series_sql(query, planned.start, planned.end)
+    buckets = [row[0] for row in await conn.fetch(series_sql, *args)]
+    return fill_gaps(rows, buckets, query)

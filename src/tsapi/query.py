@@ -112,7 +112,7 @@ class ReadingsQuery:
         bounds = (self.start, self.end) if in_query else self.window(now)
         for comparison, instant in zip((">=", "<"), bounds, strict=True):
             if instant is not None:
-                at = _from_now(instant) if isinstance(instant, timedelta) else arg(instant)
+                at = from_now(instant) if isinstance(instant, timedelta) else arg(instant)
                 conditions.append(f"ts {comparison} {at}")
         if self.metadata is not None:
             conditions.append(f"metadata @> {arg(self.metadata)}::jsonb")
@@ -205,7 +205,7 @@ def parse_sensors(values: Sequence[str]) -> tuple[uuid.UUID, ...]:
     return tuple(dict.fromkeys(sensors))
 
 
-def _from_now(offset: timedelta) -> str:
+def from_now(offset: timedelta) -> str:
     """An offset from the query's own now(), written into the SQL as a whole number of
     microseconds (the only values written there are ints). As a parameter, PostgreSQL's generic
     plan cannot tell how much of the table the window holds, and the custom plans it makes
