@@ -17,7 +17,8 @@ from starlette.datastructures import QueryParams
 
 from tests.conftest import sql
 from tsapi import db
-from tsapi.aggregates import parse_aggregate_query, run_aggregate
+from tsapi.aggregate_params import parse_aggregate_query
+from tsapi.aggregates import run_aggregate
 from tsapi.db import Connection
 from tsapi.formats import format_ts
 from tsapi.settings import Settings

@@ -8,7 +8,8 @@ from starlette.routing import Route
 
 from tsapi import formats
 from tsapi.aggregate import AggregateQuery
-from tsapi.aggregates import parse_aggregate_query, run_aggregate
+from tsapi.aggregate_params import parse_aggregate_query
+from tsapi.aggregates import run_aggregate
 from tsapi.state import State
 
 Row = dict[str, Any]
