@@ -1,6 +1,6 @@
 """What the fault, shutdown and scale-out tests share: requests made slow by a lock held from
 another connection, concurrent writers of distinct batches that record what was acknowledged,
-and what the database holds of those batches."""
+and what the database holds of those batches; and a write landing between two statements."""
 
 import asyncio
 import threading
@@ -24,6 +24,24 @@ def wait_until(condition: Callable[[], object], timeout: float = 60.0, what: str
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
         time.sleep(0.05)
+
+
+class WritesAfterFirstRead:
+    """A real connection on which, right after the first statement that reads one row (what an
+    answer is planned from), another client's write lands: before the answer's own statement."""
+
+    def __init__(self, conn: asyncpg.Connection, write: Callable[[], None]) -> None:
+        self.conn = conn
+        self.write = write
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        row = await self.conn.fetchrow(query, *args)
+        self.write()
+        self.write = lambda: None  # once
+        return row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
 
 
 class HeldLock:

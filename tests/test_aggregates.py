@@ -6,16 +6,15 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, cast
 
-import asyncpg
 import httpx
 import pytest
 from starlette.datastructures import QueryParams
 
 from tests.conftest import sql
+from tests.support import WritesAfterFirstRead
 from tsapi import db
 from tsapi.aggregate_params import parse_aggregate_query
 from tsapi.aggregates import run_aggregate
@@ -296,24 +295,6 @@ def test_relative_bounds_near_and_far_resolve_against_the_databases_now(
     assert far.json()["parameter"] == "from"
 
 
-class WritesAfterPlanning:
-    """A real connection on which, right after the statement an aggregate's plan is read in,
-    another client's write lands: before the rows are read."""
-
-    def __init__(self, conn: asyncpg.Connection, write: Callable[[], None]) -> None:
-        self.conn = conn
-        self.write = write
-
-    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
-        row = await self.conn.fetchrow(query, *args)
-        self.write()
-        self.write = lambda: None  # once
-        return row
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.conn, name)
-
-
 @pytest.mark.parametrize(
     "written, window",
     [
@@ -342,7 +323,7 @@ def test_a_write_between_an_aggregates_plan_and_its_rows_is_seen_whole(
             query = parse_aggregate_query(
                 QueryParams({"bucket": "1h", "fn": ALL, "sensor": SENSORS[1], **window}), 1000
             )
-            racing = cast(Connection, WritesAfterPlanning(conn, write))
+            racing = cast(Connection, WritesAfterFirstRead(conn, write))
             return await run_aggregate(racing, query, settings.rollup_widths, 1000)
         finally:
             await conn.close()

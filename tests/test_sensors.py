@@ -1,13 +1,20 @@
 """Sensors and latest readings: exact whether they come from the maintained summary, from the
 newest readings, or from rows written late; unknown sensors are 404s, malformed ids 400s."""
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
+import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import sql
+from tests.support import WritesAfterFirstRead
 from tests.test_aggregates import wait_for_rollups
+from tsapi import db, sensors
+from tsapi.db import Connection
+from tsapi.sensors import SensorFilter
+from tsapi.settings import Settings
 
 A = "6f3e43a4-d1c1-4cb6-b928-0ac0efaf84a5"
 B = "d538f9fa-f6de-46e5-9fa2-d7ee9a0f0a68"
@@ -74,6 +81,31 @@ def test_sensors_are_exact_before_and_after_the_summary_catches_up(
     sensors = listed(api)
     assert without_metadata(sensors) == truth(db_url)
     assert {s["sensor"]: s["metadata"] for s in sensors}[B] == {"room": "moved"}
+
+
+def test_a_write_between_reading_the_rollup_state_and_the_summaries_is_counted(
+    api: httpx.Client, db_url: str
+) -> None:
+    """The rollup state the summaries rest on and the summaries are read in two statements: a
+    late reading written in between is counted once, as the readings hold it."""
+    seed(api)
+    wait_for_rollups(db_url)
+    late = [{"sensor": A, "value": 99, "ts": "2024-05-01T03:30:00Z"}]
+
+    def write() -> None:
+        assert api.post("/readings", json=late).json() == 1
+
+    async def ask() -> list[asyncpg.Record]:
+        conn = await db.connect(Settings(database_url=db_url))
+        try:
+            racing = cast(Connection, WritesAfterFirstRead(conn, write))
+            return await sensors.summaries(racing, SensorFilter())
+        finally:
+            await conn.close()
+
+    counted = {str(row["sensor"]): row["count"] for row in asyncio.run(ask())}
+    assert counted == {row["sensor"]: row["count"] for row in truth(db_url)}
+    assert counted[A] == 13
 
 
 def test_sensors_filter_by_metadata_and_paginate(api: httpx.Client, db_url: str) -> None:

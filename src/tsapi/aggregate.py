@@ -84,16 +84,15 @@ def bucket_expression(sql: SqlBuilder, query: AggregateQuery, column: str) -> st
 def aggregate_sql(
     sql: SqlBuilder, query: AggregateQuery, segments: list[Segment], check: str | None = None
 ) -> str:
-    """The aggregate's SQL; with a ``check``, every row also says in a column ``checked``
-    whether that condition held in the snapshot the rows were read in."""
+    """The aggregate's SQL; with a ``check``, no rows unless that condition holds."""
     partials = query.partials()
     parts = [_segment_sql(sql, query, segment, partials) for segment in segments]
     group = "sensor, bucket" if query.by_sensor else "bucket"
     merged = ", ".join(f"{_MERGED[fn]} AS {fn}" for fn in query.functions)
-    checked = "" if check is None else f", ({check}) AS checked"
+    having = "" if check is None else f"HAVING ({check}) "
     return (
-        f"SELECT {group}, {merged}{checked} FROM ({' UNION ALL '.join(parts)}) AS parts "  # noqa: S608
-        f"GROUP BY {group} ORDER BY {group}"
+        f"SELECT {group}, {merged} FROM ({' UNION ALL '.join(parts)}) AS parts "  # noqa: S608
+        f"GROUP BY {group} {having}ORDER BY {group}"
     )
 
 

@@ -1,5 +1,5 @@
-"""GET /readings/aggregate answered: its plan (which parts rollups answer) read in one statement,
-its rows in another that checks the plan still holds, as if read in one snapshot."""
+"""GET /readings/aggregate answered: its plan (which parts rollups answer, over which range) read
+in one statement, its rows in another that checks the plan still holds (see snapshots)."""
 
 import functools
 from collections.abc import Callable, Sequence
@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
+
+from tsapi import snapshots
 from tsapi.aggregate import AggregateQuery, aggregate_sql, bucket_series_sql, fill_gaps
 from tsapi.aggregate_params import check_range
 from tsapi.buckets import Segment, plan, usable_widths
@@ -109,9 +112,9 @@ def _bound_sql(sql: SqlBuilder, name: str, bound: Instant, now: datetime | None)
 
 async def _read_rows(
     conn: Connection, query: AggregateQuery, planned: _Plan, rollups: bool, checked: bool
-) -> list[dict[str, Any]] | None:
-    """The plan's rows; when ``checked``, None if what it rests on is no longer so in the snapshot
-    the rows were read in (nor known to be, for an empty answer)."""
+) -> list[asyncpg.Record] | None:
+    """The plan's rows; when ``checked``, None for none: what the plan rests on may have changed
+    since it was read (see snapshots)."""
     sql = SqlBuilder()
     check = None
     if checked and planned.premises:
@@ -121,18 +124,11 @@ async def _read_rows(
             return sql.arg(resolved[name], "::timestamptz")
 
         check = " AND ".join(
-            f"{expr} IS NOT DISTINCT FROM {sql.arg(planned.premises[name], f'::{kind}')}"
+            snapshots.unchanged(expr, sql.arg(planned.premises[name], f"::{kind}"))
             for name, (expr, kind) in _premises(sql, query, rollups, bound).items()
         )
-    records = await conn.fetch(aggregate_sql(sql, query, planned.segments, check), *sql.args)
-    if check is None:
-        return [dict(record) for record in records]
-    if not records or not records[0]["checked"]:
-        return None
-    rows = [dict(record) for record in records]
-    for row in rows:
-        del row["checked"]
-    return rows
+    rows = await conn.fetch(aggregate_sql(sql, query, planned.segments, check), *sql.args)
+    return None if check is not None and not rows else rows
 
 
 async def run_aggregate(
@@ -156,23 +152,19 @@ async def run_aggregate(
 async def _run_aggregate(
     conn: Connection, query: AggregateQuery, widths: Sequence[timedelta], max_points: int
 ) -> list[dict[str, Any]]:
-    # The rollup state, the late-write log and every row read must agree: the plan is read in one
-    # statement and the rows in another, which checks that what the plan rests on still holds.
-    # Only when it no longer does (or an empty answer cannot tell) are both read again inside one
-    # snapshot: a transaction, four more round trips.
+    # The rollup state, the late-write log and every row read must agree.
     rollups = bool(widths) and query.metadata is None
-    planned = await _read_plan(conn, query, rollups, widths, max_points)
-    rows = (
-        None if planned is None else await _read_rows(conn, query, planned, rollups, checked=True)
-    )
-    if planned is not None and rows is None:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            planned = await _read_plan(conn, query, rollups, widths, max_points)
-            if planned is not None:
-                rows = await _read_rows(conn, query, planned, rollups, checked=False)
-    if planned is None or rows is None:
-        return []
-    if query.fill == "none":
+
+    async def read(checked: bool) -> tuple[_Plan | None, list[asyncpg.Record]] | None:
+        planned = await _read_plan(conn, query, rollups, widths, max_points)
+        if planned is None:  # nothing in range, as one statement saw it
+            return None, []
+        rows = await _read_rows(conn, query, planned, rollups, checked)
+        return None if rows is None else (planned, rows)
+
+    planned, records = await snapshots.read_consistently(conn, read)
+    rows = [dict(record) for record in records]
+    if planned is None or query.fill == "none":
         return rows
     # Which buckets exist depends on nothing a snapshot holds.
     series_sql, args = bucket_series_sql(query, planned.start, planned.end)
