@@ -20,6 +20,7 @@ from tsapi.query import SQL_OFFSET_LIMIT, from_now
 from tsapi.sqlbuilder import SqlBuilder
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
+
 # What an aggregate's plan rests on besides now(), by name, with its type. When rollups may answer:
 # how far each width is materialized, and the time ranges written late since.
 _ROLLUP_STATE = {
