@@ -120,12 +120,12 @@ def main() -> None:
         )
         table = [("shape", "side", "p50 ms", "p99 ms", f"req/s ({CLIENTS} clients)", "p50 ratio")]
         for shape in SHAPES:
-            run_async(_check_answer(database_url, tsapi, shape))
+            run_async(check_answer(database_url, tsapi, shape))
             sides = [
                 (name, *_served(server, shape.path, args, Path(tmp)))
                 for name, server in (("tsapi", tsapi), ("tsapi, read cache", cached))
             ]
-            direct = run_async(_direct_latencies(database_url, shape.sql))
+            direct = run_async(direct_latencies(database_url, shape.sql))
             # Eight at once of SQL that takes seconds may rightly overrun the duration by minutes.
             direct_rate = run_async(
                 direct_load(database_url, args.duration, _query(shape.sql), grace=SLOW_GRACE)
@@ -157,12 +157,12 @@ def _served(
 ) -> tuple[list[float], float]:
     """Single-client latencies of one shape, and the requests/s of CLIENTS at once."""
     client = http.client.HTTPConnection(tsapi.host, tsapi.port, timeout=60)
-    times = _latencies(functools.partial(_get, client, path))
+    times = latencies(functools.partial(get, client, path))
     client.close()
     return times, http_load(args.client, f"{tsapi.base_url}{path}", None, args.duration, work).rate
 
 
-def _get(client: http.client.HTTPConnection, path: str) -> None:
+def get(client: http.client.HTTPConnection, path: str) -> None:
     """One request on a kept-alive connection, as the direct side keeps its connection."""
     client.request("GET", path)
     response = client.getresponse()
@@ -171,7 +171,7 @@ def _get(client: http.client.HTTPConnection, path: str) -> None:
         raise RuntimeError(f"GET {path} answered {response.status}")
 
 
-async def _check_answer(database_url: str, tsapi: Tsapi, shape: Shape) -> None:
+async def check_answer(database_url: str, tsapi: Tsapi, shape: Shape) -> None:
     """tsapi answers what the direct SQL does: as many rows, and the same values in the columns
     compared. Timing a wrong answer would be worthless."""
     client = http.client.HTTPConnection(tsapi.host, tsapi.port, timeout=60)
@@ -200,18 +200,21 @@ def _enough(times: list[float], began: float) -> bool:
     )
 
 
-def _latencies(request: Callable[[], None]) -> list[float]:
+def latencies(
+    request: Callable[[], None], enough: Callable[[list[float], float], bool] = _enough
+) -> list[float]:
+    """Milliseconds each request took, after one to warm, until ``enough(times, began)``."""
     request()  # warm
     times: list[float] = []
     began = time.perf_counter()
-    while not _enough(times, began):
+    while not enough(times, began):
         start = time.perf_counter()
         request()
         times.append((time.perf_counter() - start) * 1000)
     return times
 
 
-async def _direct_latencies(database_url: str, sql: str) -> list[float]:
+async def direct_latencies(database_url: str, sql: str) -> list[float]:
     conn: Connection = await asyncpg.connect(database_url)
     try:
         await conn.fetch(sql)
