@@ -106,6 +106,26 @@ def test_aggregates_equal_the_raw_computation_before_and_after_rollup(
     assert aggregate(api, bucket=bucket, fn=ALL) == truth
 
 
+@pytest.mark.parametrize("bucket", ["1h", "7m"])
+def test_aggregates_across_sensors_equal_the_raw_computation_before_and_after_rollup(
+    api: httpx.Client, db_url: str, bucket: str
+) -> None:
+    seed(api)  # readings of several sensors share each instant: first and last break ties
+    rows = sql(
+        db_url,
+        "SELECT date_bin($1::text::interval, ts, timestamptz '0001-01-01 00:00:00+00') AS bucket,"
+        " avg(value), min(value), max(value), sum(value), count(*),"
+        " (array_agg(value ORDER BY ts, value))[1] AS first,"
+        " (array_agg(value ORDER BY ts DESC, value DESC))[1] AS last"
+        " FROM readings GROUP BY 1 ORDER BY 1",
+        {"1h": "1 hour", "7m": "7 minutes"}[bucket],
+    )
+    truth = [{**row, "bucket": row["bucket"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")} for row in rows]
+    assert aggregate(api, bucket=bucket, fn=ALL, group="none") == truth
+    wait_for_rollups(db_url)
+    assert aggregate(api, bucket=bucket, fn=ALL, group="none") == truth
+
+
 def test_rollups_answer_and_rebuild_brings_them_back_to_the_readings(
     api: httpx.Client, db_url: str
 ) -> None:

@@ -104,9 +104,12 @@ def _segment_sql(
         filters += _filters(sql, query)
         columns = ", ".join(f"{_FROM_READINGS[p]} AS {p}" for p in partials)
         bucket = bucket_expression(sql, query, "ts")
+        # Across sensors, one partial per bucket: per sensor, a thousand sensors made a thousand
+        # partials of each bucket to sort and merge (a third of the per-minute average's time).
+        sensor, group = ("sensor", "sensor, 2") if query.by_sensor else ("NULL::uuid", "2")
         return (
-            f"SELECT sensor, {bucket} AS bucket, {columns} FROM readings "  # noqa: S608
-            f"WHERE sensor IS NOT NULL AND {' AND '.join(filters)} GROUP BY sensor, 2"
+            f"SELECT {sensor} AS sensor, {bucket} AS bucket, {columns} FROM readings "  # noqa: S608
+            f"WHERE sensor IS NOT NULL AND {' AND '.join(filters)} GROUP BY {group}"
         )
     filters = [
         f"width_s = {sql.arg(int(segment.width.total_seconds()))}",
