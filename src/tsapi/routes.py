@@ -19,7 +19,7 @@ from tsapi import (
 from tsapi.bodies import read_body
 from tsapi.query import parse_readings_query
 from tsapi.state import State
-from tsapi.web import json_response
+from tsapi.web import json_response, next_link
 
 READINESS_TIMEOUT = 2.0
 
@@ -62,14 +62,8 @@ async def get_readings(request: Request) -> Response:
         export = await reader.open_export(state.pool, query, settings.pool_timeout)
         return formats.stream(output, reader.READINGS, export.batches(), export.resources)
     page = await reader.fetch_page(state.pool, query, settings.pool_timeout)
-    headers = {} if page.next is None else {"Link": _next_link(request, page.next)}
+    headers = {} if page.next is None else {"Link": next_link(request, "cursor", page.next)}
     return formats.respond(output, reader.READINGS, page.rows, page.next, headers)
-
-
-def _next_link(request: Request, cursor: str) -> str:
-    """The same request with the next cursor, as a reference relative to this server."""
-    url = request.url.include_query_params(cursor=cursor)
-    return f'<{url.path}?{url.query}>; rel="next"'
 
 
 async def healthz(request: Request) -> Response:

@@ -17,7 +17,7 @@ from tsapi.query import parse_sensors
 from tsapi.reader import reading_json
 from tsapi.sensors import SensorFilter, latest, summaries
 from tsapi.state import State
-from tsapi.web import json_response
+from tsapi.web import json_response, next_link
 
 
 def _sensor_id(request: Request) -> uuid.UUID:
@@ -67,8 +67,7 @@ async def list_sensors(request: Request) -> Response:
     headers = {}
     if len(rows) > limit:
         rows = rows[:limit]
-        following = request.url.include_query_params(after=str(rows[-1]["sensor"]))
-        headers["Link"] = f'<{following}>; rel="next"'
+        headers["Link"] = next_link(request, "after", str(rows[-1]["sensor"]))
     return json_response([_summary_out(row) for row in rows], headers=headers)
 
 

@@ -1,6 +1,7 @@
 """The small pieces every route shares: JSON answers and error answers."""
 
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import msgspec
@@ -51,6 +52,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:  # Starlette's Allow names one route's methods; a path has more
         headers["Allow"] = _allowed_methods(request)
     return json_response({"error": exc.detail}, exc.status_code, headers)
+
+
+def next_link(request: Request, name: str, value: str) -> str:
+    """The ``Link`` header to the next page: this request with ``name`` set to ``value``, as a
+    reference relative to this server. Written from the parameters the route parsed already:
+    parsing the whole URL again costs a twentieth of a short page's answer."""
+    params = [item for item in request.query_params.multi_items() if item[0] != name]
+    return f'<{request.scope["path"]}?{urlencode([*params, (name, value)])}>; rel="next"'
 
 
 def _allowed_methods(request: Request) -> str:
