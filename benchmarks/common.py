@@ -163,6 +163,16 @@ def running_tsapi(
     # Default settings: none from the environment, nor from a tsapi.toml (it runs elsewhere).
     env = {name: value for name, value in os.environ.items() if not name.startswith("TSAPI_")}
     env |= {"TSAPI_LOG_FORMAT": "json", "TSAPI_LOG_LEVEL": "warning", **(settings or {})}
+    with running_server(command, env, port, log_path) as tsapi:
+        yield tsapi
+
+
+@contextlib.contextmanager
+def running_server(
+    command: Sequence[str], env: Mapping[str, str], port: int, log_path: Path
+) -> Iterator[Tsapi]:
+    """``command``, serving HTTP on ``port``, ready (its ``/readyz`` answers 200), and stopped on
+    exit; its output is appended to ``log_path``, in whose folder it runs."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent
@@ -172,7 +182,7 @@ def running_tsapi(
         deadline = time.monotonic() + START_TIMEOUT
         while not _ready(tsapi):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tsapi did not start:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"the server did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.1)
         yield tsapi
     finally:

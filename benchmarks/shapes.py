@@ -1,6 +1,8 @@
 """Issue #3's query shapes over a table of sensors reading every 10 s: each through tsapi (with
 default settings, and with the read cache on) and as the equivalent SQL straight on the raw rows,
-in the same run. Single-client p50/p99 latency, and requests/s from 8 concurrent clients.
+in the same run; the raw-row shapes also through benchmarks.floor, the least an HTTP API on
+tsapi's parts can do for them. Single-client p50/p99 latency, and requests/s from 8 concurrent
+clients.
 
 Run from the repository root: ``python -m benchmarks.shapes [--rows 10000000] [--duration 5]``.
 """
@@ -32,6 +34,7 @@ from benchmarks.common import (
     run_async,
     running_tsapi,
 )
+from benchmarks.floor import running_floor
 from tsapi.db import Connection
 
 SENSORS = 1_000
@@ -45,6 +48,7 @@ SENSOR = "00000000-0000-0000-0000-000000000007"
 # The read cache on: nothing is written while the shapes are asked, so after the first request
 # each answer comes from the cache, after the round trip that checks no write came meanwhile.
 CACHED = {"TSAPI_CACHE_TTL": "60"}
+FLOOR = "floor"
 ORIGIN = "timestamptz '0001-01-01 00:00:00+00'"
 
 
@@ -56,6 +60,7 @@ class Shape:
     # Columns whose values must be the direct SQL's, row by row, besides the number of rows (the
     # raw shapes pick rows among those sharing a timestamp in an order of their own).
     compared: tuple[str, ...] = ()
+    floor: bool = False  # whether benchmarks.floor answers it too: the raw-row shapes
 
 
 SHAPES = [
@@ -63,12 +68,14 @@ SHAPES = [
         "latest 100 rows",
         "/readings?limit=100",
         "SELECT ts, sensor, metadata, value FROM readings ORDER BY ts DESC LIMIT 100",
+        floor=True,
     ),
     Shape(
         "one sensor, raw, 1 h",
         f"/readings?sensor={SENSOR}&from=-1h&limit=10000",
         "SELECT ts, sensor, metadata, value FROM readings"  # noqa: S608 - constants only
         f" WHERE sensor = '{SENSOR}' AND ts >= now() - interval '1 hour' ORDER BY ts DESC",
+        floor=True,
     ),
     Shape(
         "one sensor, hourly avg/min/max, 24 h",
@@ -111,6 +118,7 @@ def main() -> None:
         fresh_database(args.database_url) as database_url,
         running_tsapi(database_url, Path(tmp) / "tsapi.log") as tsapi,
         running_tsapi(database_url, Path(tmp) / "cached.log", settings=CACHED) as cached,
+        running_floor(database_url, Path(tmp) / "floor.log") as floor,
     ):
         machine = run_async(describe(database_url, embedded=args.database_url is None))
         began = time.monotonic()
@@ -120,10 +128,13 @@ def main() -> None:
         )
         table = [("shape", "side", "p50 ms", "p99 ms", f"req/s ({CLIENTS} clients)", "p50 ratio")]
         for shape in SHAPES:
-            run_async(check_answer(database_url, tsapi, shape))
+            servers = [("tsapi", tsapi), ("tsapi, read cache", cached)]
+            if shape.floor:
+                servers.append((FLOOR, floor))
+            for _name, server in servers:
+                run_async(check_answer(database_url, server, shape))
             sides = [
-                (name, *_served(server, shape.path, args, Path(tmp)))
-                for name, server in (("tsapi", tsapi), ("tsapi, read cache", cached))
+                (name, *_served(server, shape.path, args, Path(tmp))) for name, server in servers
             ]
             direct = run_async(direct_latencies(database_url, shape.sql))
             # Eight at once of SQL that takes seconds may rightly overrun the duration by minutes.
@@ -147,6 +158,7 @@ def main() -> None:
     if args.history_days:
         print(f"before them, {args.history_days} days of partitions of sparse history")
     print("tsapi: default settings; tsapi, read cache: cache_ttl = 60, answers served from it")
+    print(f"{FLOOR}: tsapi's query and JSON on the same uvicorn, nothing else (benchmarks.floor)")
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
