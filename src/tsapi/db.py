@@ -46,6 +46,7 @@ async def _prepare_connection(conn: asyncpg.Connection) -> None:
 # network that has stopped answering altogether.
 CLIENT_GRACE = 5.0
 PARALLEL_SETUP_COST = 10_000  # PostgreSQL's default is 1,000
+BACKGROUND = "tsapi background"  # the application_name of the rollup refresh and maintenance
 
 
 def connect_kwargs(settings: Settings, direct: bool = False) -> dict[str, Any]:
@@ -117,7 +118,10 @@ async def _keep(conn: Any) -> None:
 async def create_direct_pool(settings: Settings) -> Pool:
     """A small pool of direct connections for background work (rollup refresh, maintenance),
     opened as needed: none of its statements has a time limit."""
-    return await _open(connect_kwargs(settings, direct=True), min_size=0, max_size=2)
+    kwargs = connect_kwargs(settings, direct=True)
+    # Told apart from requests' connections in pg_stat_activity.
+    kwargs["server_settings"] = {**kwargs["server_settings"], "application_name": BACKGROUND}
+    return await _open(kwargs, min_size=0, max_size=2)
 
 
 class PoolTimeout(TimeoutError):
