@@ -47,13 +47,22 @@ def _premises(
             conditions.append(f"ts >= {bound('from', query.start)}")
         if query.end is not None:
             conditions.append(f"ts < {bound('to', query.end)}")
-        where = " AND ".join(conditions)
+        # As min() and max() would, NULLs aside (an adopted table's ts might allow them).
+        where = " AND ".join([*conditions, "ts IS NOT NULL"])
+
+        def edge(order: str) -> tuple[str, str]:
+            # The first row in ts order rather than min() or max(): the same index entry, planned
+            # in two thirds of the time, which counts as the rows' statement, checking it, is
+            # planned for every request.
+            edge_sql = f"(SELECT ts FROM readings WHERE {where} ORDER BY ts {order} LIMIT 1)"  # noqa: S608
+            return edge_sql, "timestamptz"
+
         # Only a missing bound is looked for, within the given one: over every partition,
         # looking costs more than the rest of the answer once there are hundreds.
         if query.start is None:
-            premises["first"] = (f"(SELECT min(ts) FROM readings WHERE {where})", "timestamptz")  # noqa: S608
+            premises["first"] = edge("ASC")
         if query.end is None:
-            premises["last"] = (f"(SELECT max(ts) FROM readings WHERE {where})", "timestamptz")  # noqa: S608
+            premises["last"] = edge("DESC")
     return premises
 
 
