@@ -49,7 +49,8 @@ def listener_connected(url: str) -> bool:
 def test_a_write_through_one_host_is_read_at_once_through_the_other(hosts: list[Tsapi]) -> None:
     a, b = hosts
     sensor = str(uuid.uuid4())
-    day = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
+    # The start of yesterday (UTC), so that all 30 minutes fall in one daily bucket at any hour.
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
     with httpx.Client(base_url=a.base_url) as on_a, httpx.Client(base_url=b.base_url) as on_b:
         for value in range(30):
             ts = (day + timedelta(minutes=value)).isoformat()
